@@ -1,0 +1,125 @@
+//! Applying an IPAM result to a container interface (the reference's
+//! `pkg/ipam.ConfigureIface`): its addresses, the link up, its routes.
+
+use std::net::IpAddr;
+
+use crate::netlink::{Netlink, RouteSpec};
+use crate::netns::NetNs;
+use crate::spec::CniResult;
+use crate::{sysctl, Error, Result, ResultExt};
+
+/// Configures `ifname` (in the namespace of `nl`, which is `ns`) with the
+/// addresses of `res` that name it through their `interface` index, sets
+/// it up, and adds every route of `res` through it (a route without `gw`
+/// goes via the interface's gateway of the same family, when there is one).
+pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResult) -> Result<()> {
+    let link = nl.link_by_name(ifname)?.ok_or_else(|| {
+        Error::internal(format!(
+            "interface {ifname:?} not found in netns {}",
+            ns.path().display()
+        ))
+    })?;
+    let mut ips = Vec::new();
+    for ip in &res.ips {
+        let Some(i) = ip.interface else { continue };
+        let iface = res.interfaces.get(i).ok_or_else(|| {
+            Error::internal(format!(
+                "address {} names interface {i}, but the result has {}",
+                ip.address,
+                res.interfaces.len()
+            ))
+        })?;
+        if iface.name == ifname {
+            ips.push(ip);
+        }
+    }
+    if ips.iter().any(|ip| ip.address.is_ipv6()) {
+        // IPv6 may be disabled in a fresh namespace; addresses on a link
+        // that goes down must stay (keep_addr_on_down).
+        for key in [
+            format!("net/ipv6/conf/{ifname}/disable_ipv6"),
+            "net/ipv6/conf/lo/disable_ipv6".to_string(),
+        ] {
+            sysctl::write_in(ns, &key, "0").context("enable IPv6")?;
+        }
+        sysctl::write_in(
+            ns,
+            &format!("net/ipv6/conf/{ifname}/keep_addr_on_down"),
+            "1",
+        )?;
+    }
+    for ip in &ips {
+        nl.add_addr(link.index, ip.address)
+            .with_context(|| format!("configure {ifname}"))?;
+    }
+    nl.set_up(link.index)?;
+    let gw = |v4: bool| {
+        ips.iter()
+            .filter_map(|ip| ip.gateway)
+            .find(|g| g.is_ipv4() == v4)
+    };
+    for r in &res.routes {
+        let via: Option<IpAddr> = r.gw.or_else(|| gw(r.dst.is_ipv4()));
+        let spec = RouteSpec {
+            gw: via,
+            oif: Some(link.index),
+            priority: r.priority,
+            table: r.table,
+            scope: r.scope,
+            mtu: r.mtu,
+            advmss: r.advmss,
+            ..RouteSpec::new(r.dst)
+        };
+        nl.add_route(&spec).with_context(|| {
+            format!(
+                "add route {}{} dev {ifname}",
+                r.dst,
+                via.map(|g| format!(" via {g}")).unwrap_or_default()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// CHECK of what [`configure_iface`] did: each address of `res` naming
+/// `ifname` is on it, and each route of `res` exists (routes may have been
+/// changed by later plugins only by adding, so extra routes are fine).
+pub fn check_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResult) -> Result<()> {
+    let link = nl.link_by_name(ifname)?.ok_or_else(|| {
+        Error::internal(format!(
+            "interface {ifname:?} not found in netns {}",
+            ns.path().display()
+        ))
+    })?;
+    let have = nl.addrs(Some(link.index))?;
+    for ip in &res.ips {
+        let named = ip
+            .interface
+            .and_then(|i| res.interfaces.get(i))
+            .is_some_and(|i| i.name == ifname);
+        if named && !have.iter().any(|a| a.address == ip.address) {
+            return Err(Error::internal(format!(
+                "address {} is missing on {ifname} in netns {}",
+                ip.address,
+                ns.path().display()
+            )));
+        }
+    }
+    let routes = nl.routes(None)?;
+    for r in &res.routes {
+        let found = routes.iter().any(|k| {
+            k.dst == r.dst
+                && (r.gw.is_none() || k.gw == r.gw)
+                && r.table.is_none_or(|t| k.table == t)
+        });
+        if !found {
+            return Err(Error::internal(format!(
+                "route to {}{} is missing in netns {}",
+                r.dst,
+                r.gw.map(|g| format!(" via {g}")).unwrap_or_default(),
+                ns.path().display()
+            )));
+        }
+    }
+    Ok(())
+}

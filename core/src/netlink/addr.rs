@@ -1,0 +1,120 @@
+//! IP addresses of links.
+
+use ipnetwork::IpNetwork;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::{IpFamily, Netlink};
+use crate::Result;
+
+/// An address of a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub index: u32,
+    /// The local address and prefix length.
+    pub address: IpNetwork,
+    /// `RT_SCOPE_*`: 0 universe, 253 link, 254 host.
+    pub scope: u8,
+    /// `IFA_F_*` (`IFA_F_TENTATIVE`, `IFA_F_PERMANENT`...).
+    pub flags: u32,
+}
+
+impl Netlink {
+    /// The addresses of one link, or of all links.
+    /// A missing link is an error (not found).
+    ///
+    /// Equivalent to: `ip addr show [dev <index>]`
+    pub fn addrs(&mut self, index: Option<u32>) -> Result<Vec<Addr>> {
+        let mut msg = AddressMessage::default();
+        // Filtered by the kernel with strict checking, by us in any case.
+        msg.header.index = index.unwrap_or(0);
+        let what = match index {
+            Some(i) => format!("dump addresses of link {i}"),
+            None => "dump addresses".to_string(),
+        };
+        let replies = self.dump(RouteNetlinkMessage::GetAddress(msg), what)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => Addr::from_msg(a),
+                _ => None,
+            })
+            .filter(|a| index.is_none_or(|i| a.index == i))
+            .collect())
+    }
+
+    /// Adds an address; `EEXIST` if the link already has it.
+    ///
+    /// Equivalent to: `ip addr add <address> dev <index>` (with `broadcast +`
+    /// for IPv4 prefixes shorter than /31)
+    pub fn add_addr(&mut self, index: u32, address: IpNetwork) -> Result<()> {
+        let msg = addr_msg(index, address);
+        let flags = NLM_F_CREATE | NLM_F_EXCL;
+        self.ack(RouteNetlinkMessage::NewAddress(msg), flags, |nl| {
+            format!("add address {address} to {}", nl.link_desc(index))
+        })
+        .map_err(|mut e| {
+            // The kernel's answer to an IPv6 address on a device with IPv6 off.
+            if address.is_ipv6() && e.errno == Some(libc::EACCES) {
+                e.msg += "; is IPv6 disabled in this namespace (net.ipv6.conf.*.disable_ipv6)?";
+            }
+            e
+        })
+    }
+
+    /// Equivalent to: `ip addr del <address> dev <index>`
+    pub fn del_addr(&mut self, index: u32, address: IpNetwork) -> Result<()> {
+        let msg = addr_msg(index, address);
+        self.ack(RouteNetlinkMessage::DelAddress(msg), 0, |nl| {
+            format!("delete address {address} from {}", nl.link_desc(index))
+        })
+    }
+}
+
+impl Addr {
+    fn from_msg(msg: AddressMessage) -> Option<Addr> {
+        let h = msg.header;
+        let mut flags = u32::from(h.flags.bits());
+        let (mut local, mut address) = (None, None);
+        for attr in msg.attributes {
+            match attr {
+                AddressAttribute::Local(ip) => local = Some(ip),
+                AddressAttribute::Address(ip) => address = Some(ip),
+                // The 32-bit flags supersede the header's 8 bits.
+                AddressAttribute::Flags(f) => flags = f.bits(),
+                _ => {}
+            }
+        }
+        // IFA_LOCAL is the address itself (IFA_ADDRESS is the peer on
+        // point-to-point links); IPv6 usually sends IFA_ADDRESS only.
+        let ip = local.or(address)?;
+        Some(Addr {
+            index: h.index,
+            address: IpNetwork::new(ip, h.prefix_len).ok()?,
+            scope: h.scope.into(),
+            flags,
+        })
+    }
+}
+
+fn addr_msg(index: u32, address: IpNetwork) -> AddressMessage {
+    let ip = address.ip();
+    let mut msg = AddressMessage::default();
+    msg.header.family = IpFamily::of(ip).af();
+    msg.header.prefix_len = address.prefix();
+    msg.header.index = index;
+    // As `ip`: 127/8 gets host scope; IPv6 scopes are derived by the kernel.
+    if ip.is_loopback() && ip.is_ipv4() {
+        msg.header.scope = AddressScope::Host;
+    }
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
+    if let IpNetwork::V4(net) = address {
+        if net.prefix() < 31 {
+            msg.attributes
+                .push(AddressAttribute::Broadcast(net.broadcast()));
+        }
+    }
+    msg
+}

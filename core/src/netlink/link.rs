@@ -1,0 +1,540 @@
+//! Links: lookup, dump, settings, creation (veth, bridge, macvlan, vxlan).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd};
+
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::link::{
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
+    MacVlanMode, State,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::{mac6, MacAddr, Netlink};
+use crate::netns::NetNs;
+use crate::Result;
+
+const IFLA_BRPORT_MODE: u16 = 4; // hairpin
+const IFLA_BRPORT_ISOLATED: u16 = 33;
+
+/// A network interface, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// `IFLA_INFO_KIND`: "veth", "bridge", "macvlan", "vxlan"...; `None` for
+    /// physical devices and `lo`.
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Administratively up (`IFF_UP`).
+    pub flags_up: bool,
+    /// Operationally up (`IFLA_OPERSTATE` is `UP`).
+    pub oper_up: bool,
+    /// The bridge (or other controller) this link is a port of.
+    pub controller: Option<u32>,
+    pub alias: Option<String>,
+    /// `IFLA_LINK`: the parent of a macvlan/vxlan, the peer of a veth. When
+    /// `link_netnsid` is set, this index is in that other namespace.
+    pub link: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the namespace of `link`, as an id local to ours.
+    pub link_netnsid: Option<i32>,
+    /// Promiscuous mode requested by user space (`IFF_PROMISC`).
+    pub promisc: bool,
+    /// The `MACVLAN_MODE_*` of a macvlan (see [`MacvlanMode::as_u32`]).
+    pub macvlan_mode: Option<u32>,
+    /// Port settings, when this link is a bridge port.
+    pub bridge_port: Option<BridgePort>,
+}
+
+/// The settings of a bridge port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BridgePort {
+    pub hairpin: bool,
+    pub isolated: bool,
+}
+
+/// A veth pair to create; the peer may go straight into another namespace.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VethSpec<'a> {
+    pub name: &'a str,
+    pub peer_name: &'a str,
+    /// Applied to both ends.
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub peer_mac: Option<[u8; 6]>,
+    pub peer_netns: Option<&'a NetNs>,
+}
+
+/// A VXLAN device to create.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VxlanSpec<'a> {
+    pub name: &'a str,
+    /// VXLAN network identifier (24 bits).
+    pub vni: u32,
+    /// The underlay device.
+    pub dev_index: Option<u32>,
+    /// The underlay source address.
+    pub local: Option<IpAddr>,
+    /// UDP destination port; 0 is the kernel default (8472, not IANA's 4789).
+    pub port: u16,
+    /// Learn remote MACs from received packets.
+    pub learning: bool,
+    pub mtu: Option<u32>,
+}
+
+/// How a macvlan talks to its siblings on the same parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MacvlanMode {
+    Private,
+    Vepa,
+    Bridge,
+    Passthru,
+}
+
+impl MacvlanMode {
+    /// The kernel's `MACVLAN_MODE_*` value, as in [`Link::macvlan_mode`].
+    pub fn as_u32(self) -> u32 {
+        u32::from(self.kernel())
+    }
+
+    fn kernel(self) -> MacVlanMode {
+        match self {
+            MacvlanMode::Private => MacVlanMode::Private,
+            MacvlanMode::Vepa => MacVlanMode::Vepa,
+            MacvlanMode::Bridge => MacVlanMode::Bridge,
+            MacvlanMode::Passthru => MacVlanMode::Passthrough,
+        }
+    }
+}
+
+impl fmt::Display for MacvlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MacvlanMode::Private => "private",
+            MacvlanMode::Vepa => "vepa",
+            MacvlanMode::Bridge => "bridge",
+            MacvlanMode::Passthru => "passthru",
+        })
+    }
+}
+
+impl Netlink {
+    /// The link named `name`, or `None`.
+    ///
+    /// Equivalent to: `ip link show dev <name>`
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(msg, format_args!("get link {name:?}"))
+    }
+
+    /// The link with index `index`, or `None`.
+    ///
+    /// Equivalent to: `ip link show dev <index>`
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        self.get_link(link_msg(index), format_args!("get link {index}"))
+    }
+
+    fn get_link(&mut self, mut msg: LinkMessage, what: fmt::Arguments) -> Result<Option<Link>> {
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        match self.sock.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
+                _ => None,
+            })),
+            Err(e) if e.errno == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e.context(self.describe(what))),
+        }
+    }
+
+    /// All links of the namespace.
+    ///
+    /// Equivalent to: `ip link show`
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let replies = self.dump(RouteNetlinkMessage::GetLink(msg), "dump links")?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Equivalent to: `ip link set dev <index> up`
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.set_link(index, msg, |l| format!("set {l} up"))
+    }
+
+    /// Equivalent to: `ip link set dev <index> down`
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.header.change_mask = LinkFlags::Up;
+        self.set_link(index, msg, |l| format!("set {l} down"))
+    }
+
+    /// Equivalent to: `ip link set dev <index> mtu <mtu>`
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link(index, msg, |l| format!("set mtu {mtu} on {l}"))
+    }
+
+    /// Equivalent to: `ip link set dev <index> address <mac>`
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.set_link(index, msg, |l| {
+            format!("set address {} on {l}", MacAddr(mac))
+        })
+    }
+
+    /// Renames a link; the kernel refuses (`EBUSY`) while it is up.
+    ///
+    /// Equivalent to: `ip link set dev <index> name <name>`
+    pub fn set_name(&mut self, index: u32, name: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(index, msg, |l| format!("rename {l} to {name:?}"))
+    }
+
+    /// Equivalent to: `ip link set dev <index> alias <alias>`
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(index, msg, |l| format!("set alias {alias:?} on {l}"))
+    }
+
+    /// Equivalent to: `ip link set dev <index> promisc on|off`
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut msg = link_msg(index);
+        if on {
+            msg.header.flags = LinkFlags::Promisc;
+        }
+        msg.header.change_mask = LinkFlags::Promisc;
+        let state = if on { "on" } else { "off" };
+        self.set_link(index, msg, |l| format!("set promisc {state} on {l}"))
+    }
+
+    /// Enslaves a link to a bridge, or releases it with `None`.
+    ///
+    /// Equivalent to: `ip link set dev <index> master <controller>` / `nomaster`
+    pub fn set_controller(&mut self, index: u32, controller: Option<u32>) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::Controller(controller.unwrap_or(0)));
+        self.set_link(index, msg, |l| match controller {
+            Some(c) => format!("attach {l} to controller {c}"),
+            None => format!("release {l} from its controller"),
+        })
+    }
+
+    /// Moves a link to another namespace. It goes down, and loses its
+    /// addresses and routes; its index may change there.
+    ///
+    /// Equivalent to: `ip link set dev <index> netns <ns>`
+    pub fn set_netns(&mut self, index: u32, ns: &NetNs) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        self.set_link(index, msg, |l| {
+            format!("move {l} to netns {}", ns.path().display())
+        })
+    }
+
+    /// Deletes a link (both ends, for a veth).
+    ///
+    /// Equivalent to: `ip link del dev <index>`
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let msg = RouteNetlinkMessage::DelLink(link_msg(index));
+        self.ack(msg, 0, |nl| format!("delete {}", nl.link_desc(index)))
+    }
+
+    /// Creates a veth pair in one request; with `peer_netns` the peer is
+    /// created directly in that namespace (never visible in ours).
+    ///
+    /// Equivalent to: `ip link add <name> [mtu M] [address A] type veth peer
+    /// name <peer_name> [mtu M] [address A] [netns <ns>]`
+    pub fn create_veth(&mut self, spec: &VethSpec) -> Result<()> {
+        let mut peer = LinkMessage::default();
+        peer.attributes = base_attrs(spec.peer_name, spec.mtu, spec.peer_mac);
+        if let Some(ns) = spec.peer_netns {
+            // The fd must stay open until the ACK: `spec` borrows the NetNs.
+            peer.attributes
+                .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        }
+        let data = InfoData::Veth(InfoVeth::Peer(peer));
+        let msg = new_link(spec.name, InfoKind::Veth, Some(data), spec.mtu, spec.mac);
+        self.create(msg, |_| {
+            let ns = spec
+                .peer_netns
+                .map(|ns| format!(" in netns {}", ns.path().display()))
+                .unwrap_or_default();
+            format!(
+                "create veth {:?} (peer {:?}{ns})",
+                spec.name, spec.peer_name
+            )
+        })
+    }
+
+    /// Creates a bridge.
+    ///
+    /// Kernel quirk: bridge options (`vlan_filtering`, `stp_state`...) take
+    /// effect only in the creating RTM_NEWLINK (or an RTM_NEWLINK on the
+    /// existing bridge); RTM_SETLINK accepts and silently ignores them.
+    ///
+    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge`
+    pub fn create_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<()> {
+        let msg = new_link(name, InfoKind::Bridge, None, mtu, mac);
+        self.create(msg, |_| format!("create bridge {name:?}"))
+    }
+
+    /// Creates a bridge with VLAN filtering on. A kernel built without
+    /// `CONFIG_BRIDGE_VLAN_FILTERING` refuses it with `EOPNOTSUPP`, and the
+    /// bridge is then not created.
+    ///
+    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge vlan_filtering 1`
+    pub fn create_vlan_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<()> {
+        let data = InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)]);
+        let msg = new_link(name, InfoKind::Bridge, Some(data), mtu, mac);
+        self.create(msg, |_| {
+            format!("create bridge {name:?} with vlan_filtering")
+        })
+    }
+
+    /// Creates a macvlan on `parent_index` (in this socket's namespace),
+    /// directly in `netns` when given.
+    ///
+    /// Equivalent to: `ip link add <name> link <parent> [mtu M] [address A]
+    /// [netns <ns>] type macvlan mode <mode>`
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        parent_index: u32,
+        mode: MacvlanMode,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+        netns: Option<&NetNs>,
+    ) -> Result<()> {
+        let data = InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.kernel())]);
+        let mut msg = new_link(name, InfoKind::MacVlan, Some(data), mtu, mac);
+        msg.attributes.push(LinkAttribute::Link(parent_index));
+        if let Some(ns) = netns {
+            // The parent is looked up in the socket's namespace, the new
+            // device is registered in `ns`.
+            msg.attributes
+                .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        }
+        self.create(msg, |nl| {
+            let ns = netns
+                .map(|ns| format!(", in netns {}", ns.path().display()))
+                .unwrap_or_default();
+            let parent = nl.link_desc(parent_index);
+            format!("create macvlan {name:?} (parent {parent}, mode {mode}{ns})")
+        })
+    }
+
+    /// Creates a VXLAN device.
+    ///
+    /// Equivalent to: `ip link add <name> [mtu M] type vxlan id <vni> [dev <dev>]
+    /// [local <ip>] [dstport <port>] [no]learning`
+    pub fn create_vxlan(&mut self, spec: &VxlanSpec) -> Result<()> {
+        let mut info = vec![InfoVxlan::Id(spec.vni)];
+        if let Some(dev) = spec.dev_index {
+            info.push(InfoVxlan::Link(dev));
+        }
+        match spec.local {
+            Some(IpAddr::V4(ip)) => info.push(InfoVxlan::Local(ip)),
+            Some(IpAddr::V6(ip)) => info.push(InfoVxlan::Local6(ip)),
+            None => {}
+        }
+        if spec.port != 0 {
+            info.push(InfoVxlan::Port(spec.port));
+        }
+        info.push(InfoVxlan::Learning(spec.learning));
+        let msg = new_link(
+            spec.name,
+            InfoKind::Vxlan,
+            Some(InfoData::Vxlan(info)),
+            spec.mtu,
+            None,
+        );
+        self.create(msg, |_| {
+            format!("create vxlan {:?} (vni {})", spec.name, spec.vni)
+        })
+    }
+
+    /// Sets bridge-port flags (`None` leaves a flag unchanged). The link
+    /// must already be a bridge port (`EOPNOTSUPP` otherwise).
+    ///
+    /// Equivalent to: `bridge link set dev <index> [hairpin on|off] [isolated on|off]`
+    pub fn set_bridge_port(
+        &mut self,
+        index: u32,
+        hairpin: Option<bool>,
+        isolated: Option<bool>,
+    ) -> Result<()> {
+        let port: Vec<_> = [
+            (IFLA_BRPORT_MODE, hairpin),
+            (IFLA_BRPORT_ISOLATED, isolated),
+        ]
+        .into_iter()
+        .filter_map(|(kind, v)| {
+            v.map(|v| LinkProtoInfoBridge::Other(DefaultNla::new(kind, vec![v.into()])))
+        })
+        .collect();
+        if port.is_empty() {
+            return Ok(());
+        }
+        // AF_BRIDGE routes the request to the bridge's ndo_bridge_setlink;
+        // the port attributes must be nested (NLA_F_NESTED), as they are here:
+        // a flat IFLA_PROTINFO would be read as a bare STP port state.
+        let mut msg = link_msg(index);
+        msg.header.interface_family = AddressFamily::Bridge;
+        msg.attributes.push(LinkAttribute::ProtoInfoBridge(port));
+        self.set_link(index, msg, |l| {
+            let flag = |name, v: Option<bool>| {
+                v.map(|v| format!(" {name} {}", if v { "on" } else { "off" }))
+                    .unwrap_or_default()
+            };
+            format!(
+                "set bridge port {l}{}{}",
+                flag("hairpin", hairpin),
+                flag("isolated", isolated)
+            )
+        })
+    }
+
+    fn set_link(
+        &mut self,
+        index: u32,
+        msg: LinkMessage,
+        what: impl FnOnce(String) -> String,
+    ) -> Result<()> {
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, |nl| {
+            what(nl.link_desc(index))
+        })
+    }
+
+    fn create<D: fmt::Display>(
+        &mut self,
+        msg: LinkMessage,
+        what: impl FnOnce(&mut Self) -> D,
+    ) -> Result<()> {
+        self.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            what,
+        )
+    }
+}
+
+impl Link {
+    fn from_msg(msg: LinkMessage) -> Link {
+        let flags = msg.header.flags;
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            kind: None,
+            mac: None,
+            mtu: 0,
+            flags_up: flags.contains(LinkFlags::Up),
+            oper_up: false,
+            controller: None,
+            alias: None,
+            link: None,
+            link_netnsid: None,
+            promisc: flags.contains(LinkFlags::Promisc),
+            macvlan_mode: None,
+            bridge_port: None,
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Address(a) => link.mac = mac6(&a),
+                LinkAttribute::Mtu(m) => link.mtu = m,
+                LinkAttribute::OperState(s) => link.oper_up = s == State::Up,
+                LinkAttribute::Controller(c) => link.controller = Some(c),
+                LinkAttribute::IfAlias(a) => link.alias = Some(a),
+                LinkAttribute::Link(l) => link.link = Some(l),
+                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
+                            LinkInfo::Data(InfoData::MacVlan(data)) => {
+                                link.macvlan_mode = data.iter().find_map(|d| match d {
+                                    InfoMacVlan::Mode(m) => Some(u32::from(*m)),
+                                    _ => None,
+                                })
+                            }
+                            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                                let mut bp = BridgePort::default();
+                                for p in port {
+                                    match p {
+                                        InfoBridgePort::HairpinMode(v) => bp.hairpin = v,
+                                        InfoBridgePort::Isolated(v) => bp.isolated = v,
+                                        _ => {}
+                                    }
+                                }
+                                link.bridge_port = Some(bp);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn link_msg(index: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg
+}
+
+fn base_attrs(name: &str, mtu: Option<u32>, mac: Option<[u8; 6]>) -> Vec<LinkAttribute> {
+    let mut attrs = vec![LinkAttribute::IfName(name.to_string())];
+    attrs.extend(mtu.map(LinkAttribute::Mtu));
+    attrs.extend(mac.map(|m| LinkAttribute::Address(m.to_vec())));
+    attrs
+}
+
+fn new_link(
+    name: &str,
+    kind: InfoKind,
+    data: Option<InfoData>,
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes = base_attrs(name, mtu, mac);
+    let mut info = vec![LinkInfo::Kind(kind)];
+    info.extend(data.map(LinkInfo::Data));
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    msg
+}

@@ -1,0 +1,214 @@
+//! A small synchronous rtnetlink client, one socket per network namespace.
+//!
+//! A netlink socket acts on the namespace it was *created* in, for its whole
+//! life: [`Netlink::new`] talks to the calling thread's namespace,
+//! [`Netlink::in_netns`] to another one (created there via [`NetNs::run`]),
+//! with no need to enter the namespace for each call.
+//!
+//! Every method documents the `ip`/`bridge` command it is equivalent to.
+//! Errors name the operation and its object, keep the kernel's errno (see
+//! [`Error::is_not_found`], [`Error::is_exists`]), and carry the kernel's
+//! extended-ACK message when there is one.
+
+mod addr;
+mod link;
+mod neigh;
+mod route;
+mod socket;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::netns::NetNs;
+use crate::{Error, Result, ResultExt};
+
+pub use addr::Addr;
+pub use link::{BridgePort, Link, MacvlanMode, VethSpec, VxlanSpec};
+pub use neigh::{FdbEntry, Neigh};
+pub use route::{Route, RouteSpec};
+
+/// An rtnetlink socket bound to one network namespace.
+pub struct Netlink {
+    sock: socket::Socket,
+    /// Named in error messages when the socket is not the caller's namespace.
+    netns: Option<PathBuf>,
+}
+
+impl Netlink {
+    /// A socket on the calling thread's current network namespace (not
+    /// necessarily the process's: see [`NetNs::current`]).
+    pub fn new() -> Result<Netlink> {
+        let sock = socket::Socket::new().map_err(|e| Error::os("netlink: open socket", e))?;
+        Ok(Netlink { sock, netns: None })
+    }
+
+    /// A socket on `ns`: created inside it, it stays bound to it.
+    ///
+    /// Equivalent to: `ip -n <ns> ...` for every call made on it.
+    pub fn in_netns(ns: &NetNs) -> Result<Netlink> {
+        let what = || format!("netlink: open socket in netns {}", ns.path().display());
+        let sock = ns
+            .run(socket::Socket::new)
+            .with_context(what)?
+            .map_err(|e| Error::os(what(), e))?;
+        Ok(Netlink {
+            sock,
+            netns: Some(ns.path().to_path_buf()),
+        })
+    }
+
+    /// Sends a change request and waits for its ACK; a failure is described
+    /// by `what()` (the operation and its object).
+    fn ack<D: fmt::Display>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        what: impl FnOnce(&mut Self) -> D,
+    ) -> Result<()> {
+        match self.sock.request(msg, flags) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let what = what(self);
+                Err(e.context(self.describe(what)))
+            }
+        }
+    }
+
+    /// Dumps a table; a failure is described by `what`.
+    fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        what: impl fmt::Display,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.sock
+            .dump(msg)
+            .map_err(|e| e.context(self.describe(what)))
+    }
+
+    /// `netlink: <what>[ in netns <path>]`.
+    fn describe(&self, what: impl fmt::Display) -> String {
+        match &self.netns {
+            Some(p) => format!("netlink: {what} in netns {}", p.display()),
+            None => format!("netlink: {what}"),
+        }
+    }
+
+    /// `link 5 "eth0"` (or `link 5` when the name cannot be found), for errors.
+    fn link_desc(&mut self, index: u32) -> String {
+        match self.link_by_index(index) {
+            Ok(Some(l)) => format!("link {index} {:?}", l.name),
+            _ => format!("link {index}"),
+        }
+    }
+}
+
+/// An IP address family, to restrict a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub fn of(ip: IpAddr) -> IpFamily {
+        match ip {
+            IpAddr::V4(_) => IpFamily::V4,
+            IpAddr::V6(_) => IpFamily::V6,
+        }
+    }
+
+    fn af(self) -> AddressFamily {
+        match self {
+            IpFamily::V4 => AddressFamily::Inet,
+            IpFamily::V6 => AddressFamily::Inet6,
+        }
+    }
+
+    /// Both families, or just `family`.
+    fn select(family: Option<IpFamily>) -> &'static [IpFamily] {
+        match family {
+            None => &[IpFamily::V4, IpFamily::V6],
+            Some(IpFamily::V4) => &[IpFamily::V4],
+            Some(IpFamily::V6) => &[IpFamily::V6],
+        }
+    }
+}
+
+/// A hardware address attribute, if it is an Ethernet one (6 bytes).
+fn mac6(b: &[u8]) -> Option<[u8; 6]> {
+    b.try_into().ok()
+}
+
+/// An Ethernet address, parsed from and printed as `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl From<[u8; 6]> for MacAddr {
+    fn from(b: [u8; 6]) -> Self {
+        MacAddr(b)
+    }
+}
+
+impl From<MacAddr> for [u8; 6] {
+    fn from(m: MacAddr) -> Self {
+        m.0
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let invalid = || {
+            Error::config(format!(
+                "invalid MAC address {s:?}: expected the form aa:bb:cc:dd:ee:ff"
+            ))
+        };
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut mac {
+            let p = parts
+                .next()
+                .filter(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
+                .ok_or_else(invalid)?;
+            *b = u8::from_str_radix(p, 16).map_err(|_| invalid())?;
+        }
+        match parts.next() {
+            None => Ok(MacAddr(mac)),
+            Some(_) => Err(invalid()),
+        }
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip() {
+        let m: MacAddr = "02:AB:cd:00:01:ff".parse().unwrap();
+        assert_eq!(m.0, [0x02, 0xab, 0xcd, 0x00, 0x01, 0xff]);
+        assert_eq!(m.to_string(), "02:ab:cd:00:01:ff");
+        for bad in [
+            "",
+            "02:ab:cd:00:01",
+            "02:ab:cd:00:01:ff:00",
+            "2:ab:cd:00:01:ff",
+            "0g:ab:cd:00:01:ff",
+            "+2:ab:cd:00:01:ff",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A synchronous rtnetlink socket: one request at a time, replies collected
+//! until the kernel's ACK, NACK or DONE.
+
+use std::io;
+
+use netlink_packet_core::{
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
+
+use crate::{Code, Error, Result};
+
+/// The kernel sizes dump datagrams from the reader's buffer, up to 32 KiB.
+const RECV_BUF: usize = 32 * 1024;
+/// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
+const DUMP_ATTEMPTS: usize = 5;
+const NLMSG_HDRLEN: usize = 16;
+/// `NLMSGERR_ATTR_MSG`: the extended ACK's human-readable message.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+pub(crate) struct Socket {
+    sock: netlink_sys::Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Socket {
+    /// A socket bound to the calling thread's current network namespace.
+    pub fn new() -> io::Result<Socket> {
+        let mut sock = netlink_sys::Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        // Best effort, these are newer than the oldest kernels we may meet:
+        // strict checking (4.20) makes the kernel honour dump filters and
+        // reject malformed requests; extended ACKs (4.12) carry the kernel's
+        // own message ("Unknown device type"), capped to not echo the request.
+        let _ = sock.set_netlink_get_strict_chk(true);
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        Ok(Socket {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    /// Sends a request (ACK requested) and returns the replies before the ACK.
+    pub fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        self.exchange(msg, NLM_F_ACK | flags)
+    }
+
+    /// Dumps a table, retrying when the dump was interrupted by a change.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        // No NLM_F_ACK: a dump ends with NLMSG_DONE (or a NACK if it cannot start).
+        self.exchange(msg, NLM_F_DUMP)
+    }
+
+    fn exchange(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let mut packet = NetlinkMessage::from(msg);
+        packet.header.flags = NLM_F_REQUEST | flags;
+        for _ in 0..DUMP_ATTEMPTS {
+            self.seq = self.seq.wrapping_add(1);
+            packet.header.sequence_number = self.seq;
+            packet.finalize();
+            let mut bytes = vec![0; packet.buffer_len()];
+            packet.serialize(&mut bytes);
+            self.sock
+                .send(&bytes, 0)
+                .map_err(|e| Error::os("send", e))?;
+            let (replies, interrupted) = self.collect()?;
+            if !interrupted {
+                return Ok(replies);
+            }
+        }
+        let mut e = Error::new(
+            Code::TryAgain,
+            format!("dump interrupted by concurrent changes {DUMP_ATTEMPTS} times"),
+        );
+        e.errno = Some(libc::EINTR);
+        Err(e)
+    }
+
+    /// Reads the replies to the current request up to its ACK, NACK or DONE.
+    /// Returns them and whether the dump was interrupted.
+    fn collect(&mut self) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
+        let mut replies = Vec::new();
+        let mut interrupted = false;
+        loop {
+            self.recv()?;
+            let mut off = 0;
+            while off + NLMSG_HDRLEN <= self.buf.len() {
+                let decode_err = |e| Error::internal(format!("decode reply: {e}"));
+                let header = NetlinkBuffer::new_checked(&self.buf[off..]).map_err(decode_err)?;
+                let (start, len) = (off, header.length() as usize);
+                off += (len + 3) & !3;
+                // Left over from an earlier request abandoned on error.
+                if header.sequence_number() != self.seq {
+                    continue;
+                }
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                    &self.buf[start..start + len],
+                )
+                .map_err(decode_err)?;
+                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
+                match msg.payload {
+                    NetlinkPayload::InnerMessage(m) => replies.push(m),
+                    NetlinkPayload::Error(e) => match e.code {
+                        None => return Ok((replies, interrupted)),
+                        Some(code) => {
+                            let tlvs = ack_tlvs(msg.header.flags, &e.header);
+                            return Err(kernel_error(-code.get(), tlvs));
+                        }
+                    },
+                    NetlinkPayload::Done(d) if d.code == 0 => return Ok((replies, interrupted)),
+                    NetlinkPayload::Done(d) => return Err(kernel_error(-d.code, &d.extended_ack)),
+                    NetlinkPayload::Overrun(_) => return Err(Error::internal("receive: overrun")),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Receives one datagram into `self.buf`.
+    fn recv(&mut self) -> Result<()> {
+        loop {
+            // Peek at the size first: a datagram larger than the buffer (a
+            // link with many VFs) would be truncated.
+            self.buf.clear();
+            let size = match self
+                .sock
+                .recv(&mut self.buf, libc::MSG_PEEK | libc::MSG_TRUNC)
+            {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => r.map_err(|e| Error::os("receive", e))?,
+            };
+            self.buf.clear();
+            self.buf.reserve(size);
+            match self.sock.recv(&mut self.buf, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r.map(drop).map_err(|e| Error::os("receive", e)),
+            }
+        }
+    }
+}
+
+/// The extended-ACK TLVs of an NLMSG_ERROR payload (after the errno): they
+/// follow the echoed request, cut to its header when the ACK is capped.
+fn ack_tlvs(flags: u16, payload: &[u8]) -> &[u8] {
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return &[];
+    }
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        payload
+            .get(..4)
+            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    payload.get((echoed + 3) & !3..).unwrap_or_default()
+}
+
+/// A NACK: the errno (kept for `is_not_found`/`is_exists`) and the kernel's
+/// extended-ACK message, if any.
+fn kernel_error(errno: i32, tlvs: &[u8]) -> Error {
+    let reason = NlasIterator::new(tlvs)
+        .filter_map(|nla| nla.ok())
+        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
+        .map(|nla| {
+            String::from_utf8_lossy(nla.value())
+                .trim_end_matches('\0')
+                .to_string()
+        });
+    let err = io::Error::from_raw_os_error(errno);
+    let mut e = match reason {
+        Some(r) if !r.is_empty() => Error::internal(format!("{err} ({r})")),
+        _ => Error::internal(err.to_string()),
+    };
+    e.errno = Some(errno);
+    e
+}

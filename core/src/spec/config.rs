@@ -1,0 +1,213 @@
+//! The network configuration a plugin receives on stdin.
+//!
+//! [`NetConf`] holds the keys every plugin shares; each plugin reads its own
+//! keys from [`NetConf::raw`] into a typed struct with [`NetConf::plugin`].
+//! Unknown keys are kept in `raw` and passed on unchanged to delegates.
+//! Keys are matched case-sensitively (Go's `encoding/json` is lenient about
+//! case; configs in the wild use the documented spelling).
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::result::Dns;
+use super::version;
+use crate::{Error, Result};
+
+/// An attachment still in use, as listed to GC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(rename = "ifname")]
+    pub ifname: String,
+}
+
+/// The shared keys of a plugin's network configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NetConf {
+    /// `cniVersion`; "0.1.0" when absent, as the reference reads it.
+    pub cni_version: String,
+    pub name: String,
+    /// `type`.
+    pub plugin_type: String,
+    /// The `ipam` object, if any.
+    pub ipam: Option<Value>,
+    pub dns: Option<Dns>,
+    pub runtime_config: Option<Value>,
+    pub args: Option<Value>,
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments`, falling back to `cni.dev/attachments` (GC).
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The whole object as received.
+    pub raw: Value,
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`, shared by network names and container IDs.
+pub fn valid_id(s: &str) -> bool {
+    let mut b = s.bytes();
+    matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+impl NetConf {
+    /// Parses stdin. Decoding errors are code 6, a missing or bad `name` code 7
+    /// (the reference skel's checks), bad shared keys code 7 naming the key.
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let raw: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::decode(format!("error unmarshall network config: {e}")))?;
+        let Value::Object(obj) = &raw else {
+            return Err(Error::decode(
+                "error unmarshall network config: the network config must be a JSON object",
+            ));
+        };
+        let name = match obj.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            None | Some(Value::Null) | Some(Value::String(_)) => {
+                return Err(Error::config("missing network name")
+                    .with_details("add a \"name\" key to the network config"))
+            }
+            Some(other) => {
+                return Err(Error::decode(format!(
+                    "error unmarshall network config: \"name\" must be a string, got {other}"
+                )))
+            }
+        };
+        if !valid_id(&name) {
+            return Err(
+                Error::config("invalid characters found in network name").with_details(name)
+            );
+        }
+        let cni_version =
+            opt_string(obj, "cniVersion")?.unwrap_or_else(|| version::IMPLICIT.into());
+        let plugin_type = opt_string(obj, "type")?.unwrap_or_default();
+        let ipam = match obj.get("ipam") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "\"ipam\" must be an object, got {other}"
+                )))
+            }
+        };
+        let dns = match obj.get("dns") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| Error::config(format!("\"dns\": {e}")))?,
+            ),
+        };
+        let valid_attachments = match obj
+            .get("cni.dev/valid-attachments")
+            .or_else(|| obj.get("cni.dev/attachments"))
+        {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,
+            ),
+        };
+        let take = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
+        Ok(NetConf {
+            cni_version,
+            name,
+            plugin_type,
+            ipam,
+            dns,
+            runtime_config: take("runtimeConfig"),
+            args: take("args"),
+            prev_result: take("prevResult"),
+            valid_attachments,
+            raw: raw.clone(),
+        })
+    }
+
+    /// Reads the plugin's own keys into `T` (code 7 naming the key on error).
+    pub fn plugin<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_value(self.raw.clone()).map_err(|e| {
+            Error::config(format!(
+                "invalid {} config for network {:?}: {e}",
+                self.plugin_type, self.name
+            ))
+        })
+    }
+
+    /// The `ipam.type`, empty when there is no IPAM section.
+    pub fn ipam_type(&self) -> &str {
+        self.ipam
+            .as_ref()
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// `runtimeConfig.<key>`, when the runtime supplied it.
+    pub fn runtime(&self, key: &str) -> Option<&Value> {
+        self.runtime_config
+            .as_ref()?
+            .get(key)
+            .filter(|v| !v.is_null())
+    }
+
+    /// `args.cni.<key>`, when given.
+    pub fn args_cni(&self, key: &str) -> Option<&Value> {
+        self.args
+            .as_ref()?
+            .get("cni")?
+            .get(key)
+            .filter(|v| !v.is_null())
+    }
+}
+
+fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(Error::decode(format!(
+            "error unmarshall network config: {key:?} must be a string, got {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Code;
+
+    #[test]
+    fn parses_shared_keys() {
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n1","type":"bridge","ipam":{"type":"host-local"},
+                "runtimeConfig":{"mac":"aa:bb:cc:dd:ee:ff"},"args":{"cni":{"ips":["10.0.0.2"]}},
+                "cni.dev/attachments":[{"containerID":"c","ifname":"eth0"}],"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.ipam_type(), "host-local");
+        assert_eq!(c.runtime("mac").unwrap(), "aa:bb:cc:dd:ee:ff");
+        assert_eq!(c.args_cni("ips").unwrap()[0], "10.0.0.2");
+        assert_eq!(c.valid_attachments.unwrap()[0].ifname, "eth0");
+        assert_eq!(c.raw["extra"], 1);
+    }
+
+    #[test]
+    fn reference_errors() {
+        assert_eq!(NetConf::parse(b"{").unwrap_err().code, Code::Decode);
+        assert_eq!(
+            NetConf::parse(b"{}").unwrap_err().msg,
+            "missing network name"
+        );
+        let e = NetConf::parse(br#"{"name":"a b"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (
+                Code::InvalidConfig,
+                "invalid characters found in network name"
+            )
+        );
+        assert_eq!(
+            NetConf::parse(br#"{"name":"x"}"#).unwrap().cni_version,
+            "0.1.0"
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! The `static` IPAM executable.
+
+fn main() {
+    nuage_core::skel::run(&nuage_ipam::Static)
+}

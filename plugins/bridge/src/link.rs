@@ -1,0 +1,366 @@
+//! The links of a bridge network: the bridge, the veth pairs, the gateway
+//! addresses, and their checks.
+
+use std::io::Read;
+use std::thread::sleep;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use nuage_core::netlink::{Link, MacAddr, Netlink, VethSpec};
+use nuage_core::netns::NetNs;
+use nuage_core::rollback::Undo;
+use nuage_core::skel::CmdArgs;
+use nuage_core::spec::CniResult;
+use nuage_core::{log, sysctl, Error, Result, ResultExt};
+use sha2::{Digest, Sha256};
+
+use crate::config::Conf;
+
+/// Validation before any change: the container name is free, and the
+/// bridge name is free or a bridge.
+pub fn check_free(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    conf: &Conf,
+    ifname: &str,
+    ns: &NetNs,
+) -> Result<()> {
+    if ctr.link_by_name(ifname)?.is_some() {
+        return Err(
+            Error::internal(format!("container veth name {ifname:?} already exists")).with_details(
+                format!(
+                    "netns {} already has {ifname}: DEL the old attachment first",
+                    ns.path().display()
+                ),
+            ),
+        );
+    }
+    let name = &conf.br.br_name;
+    match host.link_by_name(name)? {
+        Some(l) if l.kind.as_deref() != Some("bridge") => Err(Error::internal(format!(
+            "{name:?} already exists but is not a bridge"
+        ))
+        .with_details(format!(
+            "{name} is a {} link: choose another \"bridge\" name in the network config",
+            l.kind.as_deref().unwrap_or("physical")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `vlan`/`vlanTrunk` need bridge VLAN filtering: probe for it with a
+/// throwaway bridge (created and deleted at once).
+pub fn require_vlan_filtering(host: &mut Netlink, bridge: &str) -> Result<()> {
+    let probe = format!("nuvlan{:08x}", random_u32());
+    match host.create_vlan_bridge(&probe, None, None) {
+        Ok(()) => {
+            if let Some(l) = host.link_by_name(&probe)? {
+                host.del_link(l.index)?;
+            }
+            Err(Error::unsupported(format!(
+                "bridge {bridge:?}: vlan and vlanTrunk are not supported by nuage yet"
+            ))
+            .with_details("remove \"vlan\"/\"vlanTrunk\" from the network config"))
+        }
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(Error::unsupported(format!(
+            "bridge {bridge:?}: this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING), needed by \"vlan\"/\"vlanTrunk\""
+        ))
+        .with_details("remove \"vlan\"/\"vlanTrunk\" from the network config, or use a kernel with bridge VLAN filtering")),
+        Err(e) => Err(e.context("probe bridge VLAN filtering")),
+    }
+}
+
+/// A MAC for a bridge we create: stable for this machine and bridge name,
+/// locally administered, so the bridge never takes (and changes to) the
+/// lowest MAC of its ports (the kernel's default, which breaks ARP caches).
+fn bridge_mac(name: &str) -> [u8; 6] {
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let h = Sha256::digest(format!("nuage-bridge/{}/{name}", machine.trim()));
+    [0x02, h[0], h[1], h[2], h[3], h[4]]
+}
+
+/// The bridge, created when missing (and deleted again if the ADD fails),
+/// promiscuous if asked, `accept_ra=0`, up.
+///
+/// Equivalent to: `ip link add <br> address <stable mac> [mtu M] type bridge; ip link set <br> up`
+pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result<Link> {
+    let name = conf.br.br_name.as_str();
+    let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
+    let br = match host.link_by_name(name)? {
+        Some(l) => l,
+        None => {
+            match host.create_bridge(name, mtu, Some(bridge_mac(name))) {
+                Ok(()) => {
+                    log::info(format_args!("created bridge {name}"));
+                    let owned = name.to_string();
+                    undo.push(format!("bridge {name}"), move || del_by_name(&owned));
+                }
+                // Another ADD created it meanwhile.
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e),
+            }
+            host.link_by_name(name)?.ok_or_else(|| {
+                Error::internal(format!("bridge {name:?} vanished after creation"))
+            })?
+        }
+    };
+    if conf.br.promisc_mode && !br.promisc {
+        host.set_promisc(br.index, true)?;
+    }
+    // No router advertisements on host-side links (CVE-2020-10749).
+    write_if_present(&format!("net/ipv6/conf/{name}/accept_ra"), "0")?;
+    if !br.flags_up {
+        host.set_up(br.index)?;
+    }
+    Ok(br)
+}
+
+fn del_by_name(name: &str) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    match nl.link_by_name(name)? {
+        Some(l) => nl.del_link(l.index),
+        None => Ok(()),
+    }
+}
+
+/// A sysctl write that is skipped when the key does not exist (IPv6 off).
+fn write_if_present(key: &str, value: &str) -> Result<()> {
+    match sysctl::write(key, value) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ std::process::id();
+    }
+    u32::from_ne_bytes(b)
+}
+
+/// The veth pair: the container end (`ifname`, with the requested MAC and
+/// MTU) is created directly in the container namespace; the host end
+/// (`veth<8 hex>`) gets `accept_ra=0`, joins the bridge, and takes the
+/// port flags. Returns (host end, container end).
+#[allow(clippy::too_many_arguments)]
+pub fn create_veth(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ns: &NetNs,
+    conf: &Conf,
+    br: &Link,
+    ifname: &str,
+    undo: &mut Undo,
+) -> Result<(Link, Link)> {
+    let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
+    let mut attempt = 0;
+    let host_name = loop {
+        let name = format!("veth{:08x}", random_u32());
+        let spec = VethSpec {
+            name: &name,
+            peer_name: ifname,
+            mtu,
+            mac: None,
+            peer_mac: conf.mac,
+            peer_netns: Some(ns),
+        };
+        match host.create_veth(&spec) {
+            Ok(()) => break name,
+            // A random name taken on the host: try another (the container
+            // name was checked free before).
+            Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let owned = host_name.clone();
+    undo.push(format!("veth {host_name}"), move || del_by_name(&owned));
+    let hv = host
+        .link_by_name(&host_name)?
+        .ok_or_else(|| Error::internal(format!("veth {host_name:?} vanished after creation")))?;
+    write_if_present(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
+    host.set_up(hv.index)?;
+    host.set_controller(hv.index, Some(br.index)).map_err(|e| {
+        if e.errno() == Some(libc::EXFULL) {
+            Error::internal(format!(
+                "bridge {:?} is full: the kernel allows 1023 ports per bridge",
+                br.name
+            ))
+            .with_details("spread containers over several bridge networks")
+        } else {
+            e
+        }
+    })?;
+    if conf.br.hairpin_mode || conf.br.port_isolation {
+        host.set_bridge_port(
+            hv.index,
+            Some(conf.br.hairpin_mode),
+            Some(conf.br.port_isolation),
+        )?;
+    }
+    let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
+        Error::internal(format!("container veth {ifname:?} vanished after creation"))
+    })?;
+    let hv = host.link_by_index(hv.index)?.unwrap_or(hv);
+    Ok((hv, cv))
+}
+
+/// No DAD on the container interface unless `enabledad` (then optimistic,
+/// with enhanced DAD), and gratuitous ARP on address changes.
+pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+    ns.run(|| -> Result<()> {
+        let (dad, enhanced) = if enable_dad {
+            ("1", Some("1"))
+        } else {
+            ("0", None)
+        };
+        write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)?;
+        if let Some(e) = enhanced {
+            write_if_present(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), e)?;
+        }
+        sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
+    })?
+}
+
+/// The gateway addresses on the bridge. An IPv4 bridge already holding
+/// another address (or an IPv6 one in an overlapping subnet) is an error,
+/// unless `forceAddress`, which replaces it.
+///
+/// Equivalent to: `ip addr add <gw>/<prefix> dev <br>`
+pub fn ensure_gateway_addrs(
+    host: &mut Netlink,
+    br: &Link,
+    gws: &[IpNetwork],
+    force: bool,
+) -> Result<()> {
+    for gw in gws {
+        let existing = host.addrs(Some(br.index))?;
+        if existing.iter().any(|a| a.address == *gw) {
+            continue;
+        }
+        for a in existing
+            .iter()
+            .filter(|a| a.address.is_ipv4() == gw.is_ipv4())
+        {
+            let clash = if gw.is_ipv4() {
+                true
+            } else {
+                // Link-local addresses never clash.
+                !a.address.ip().to_string().starts_with("fe80")
+                    && (a.address.contains(gw.ip()) || gw.contains(a.address.ip()))
+            };
+            if !clash {
+                continue;
+            }
+            if !force {
+                return Err(Error::internal(format!(
+                    "{:?} already has an IP address different from {gw}",
+                    br.name
+                ))
+                .with_details(format!(
+                    "{} has {}: set \"forceAddress\": true to replace it, or use another bridge",
+                    br.name, a.address
+                )));
+            }
+            host.del_addr(br.index, a.address)?;
+        }
+        host.add_addr(br.index, *gw)
+            .with_context(|| format!("gateway on {}", br.name))?;
+    }
+    Ok(())
+}
+
+/// Waits until the host end is operationally up (both ends up), as the
+/// reference does before answering.
+pub fn wait_port_up(host: &mut Netlink, name: &str, index: u32) -> Result<()> {
+    for ms in [0, 5, 20, 50, 100, 250, 500, 1000, 1000] {
+        sleep(Duration::from_millis(ms));
+        match host.link_by_index(index)? {
+            Some(l) if l.oper_up => return Ok(()),
+            Some(_) => {}
+            None => return Err(Error::internal(format!("bridge port {name:?} disappeared"))),
+        }
+    }
+    Err(Error::internal(format!(
+        "bridge port in error state: {name} is not up"
+    )))
+}
+
+/// CHECK of the links: the bridge (a bridge, MAC and promisc as recorded),
+/// the container end (a veth with the recorded MAC), the host end (its
+/// peer, a port of the bridge). Returns the host end's name and the
+/// container MAC.
+pub fn check_links(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    conf: &Conf,
+    a: &CmdArgs,
+    prev: &CniResult,
+) -> Result<(String, [u8; 6])> {
+    let name = &conf.br.br_name;
+    let br = host
+        .link_by_name(name)?
+        .ok_or_else(|| Error::internal(format!("bridge {name:?} not found")))?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(Error::internal(format!("{name:?} is not a bridge")));
+    }
+    let recorded = |n: &str| prev.interfaces.iter().find(|i| i.name == n);
+    if let Some(i) = recorded(name) {
+        let mac = br.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+        if !i.mac.is_empty() && !i.mac.eq_ignore_ascii_case(&mac) {
+            return Err(Error::internal(format!(
+                "bridge {name} MAC is {mac}, the result says {}",
+                i.mac
+            )));
+        }
+    }
+    if br.promisc != conf.br.promisc_mode {
+        return Err(Error::internal(format!(
+            "bridge {name} promiscuous mode is {}, the config says {}",
+            br.promisc, conf.br.promisc_mode
+        )));
+    }
+    let cv = ctr
+        .link_by_name(&a.ifname)?
+        .ok_or_else(|| Error::internal(format!("container interface {:?} not found", a.ifname)))?;
+    if cv.kind.as_deref() != Some("veth") {
+        return Err(Error::internal(format!(
+            "container interface {} is not a veth",
+            a.ifname
+        )));
+    }
+    if let Some(i) = recorded(&a.ifname).filter(|i| !i.sandbox.is_empty()) {
+        let mac = cv.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+        if !i.mac.is_empty() && !i.mac.eq_ignore_ascii_case(&mac) {
+            return Err(Error::internal(format!(
+                "container interface {} MAC is {mac}, the result says {}",
+                a.ifname, i.mac
+            )));
+        }
+        if i.sandbox != a.netns.clone().unwrap_or_default() {
+            return Err(Error::internal(format!(
+                "container interface {} sandbox is {}, not CNI_NETNS",
+                a.ifname, i.sandbox
+            )));
+        }
+    }
+    let peer = cv
+        .link
+        .and_then(|idx| host.link_by_index(idx).ok().flatten())
+        .ok_or_else(|| Error::internal(format!("the host end of {} is gone", a.ifname)))?;
+    if peer.controller != Some(br.index) {
+        return Err(Error::internal(format!(
+            "{} (host end of {}) is not a port of {name}",
+            peer.name, a.ifname
+        )));
+    }
+    Ok((peer.name, cv.mac.unwrap_or_default()))
+}

@@ -1,0 +1,293 @@
+//! `bridge`: containers on a Linux bridge through veth pairs.
+//!
+//! ADD: ensure the bridge, create the veth with its peer directly in the
+//! container, attach the host end, allocate addresses (in-process IPAM),
+//! configure the container, put the gateway on the bridge, masquerade
+//! (nftables). Every step is undone if a later one fails.
+//! DEL: release the addresses, delete the veth, remove our nftables
+//! entries; each step runs even if another failed, and none needs the netns.
+
+mod config;
+mod link;
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use nuage_core::netlink::{MacAddr, Netlink};
+use nuage_core::nft::Attachment;
+use nuage_core::rollback::Undo;
+use nuage_core::skel::{self, CmdArgs, Plugin};
+use nuage_core::spec::{CniResult, Interface, Route};
+use nuage_core::{ifconfig, nft, sysctl, Error, Errors, Result, ResultExt};
+
+use config::Conf;
+
+struct Bridge;
+
+impl Plugin for Bridge {
+    fn name(&self) -> &'static str {
+        "bridge"
+    }
+
+    fn add(&self, a: &CmdArgs) -> Result<CniResult> {
+        let conf = Conf::load(a)?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        link::check_free(&mut host, &mut ctr, &conf, &a.ifname, &ns)?;
+        if conf.wants_vlan() {
+            link::require_vlan_filtering(&mut host, &conf.br.br_name)?;
+        }
+
+        let mut undo = Undo::new();
+        let br = link::ensure_bridge(&mut host, &conf, &mut undo)?;
+        let (host_veth, ctr_veth) =
+            link::create_veth(&mut host, &mut ctr, &ns, &conf, &br, &a.ifname, &mut undo)?;
+        let att = attachment(a);
+        let net = a.conf.name.as_str();
+        if conf.br.macspoofchk {
+            let mac = ctr_veth.mac.unwrap_or_default();
+            nft::spoofchk::add(net, &host_veth.name, mac, &att)?;
+            let port = host_veth.name.clone();
+            undo.push("macspoofchk entries", move || {
+                nft::spoofchk::del(&port, Some(mac))
+            });
+        }
+
+        let mut result = CniResult {
+            cni_version: a.conf.cni_version.clone(),
+            interfaces: vec![
+                iface(&br.name, br.mac, ""),
+                iface(&host_veth.name, host_veth.mac, ""),
+                iface(&a.ifname, ctr_veth.mac, a.netns.as_deref().unwrap_or("")),
+            ],
+            ..Default::default()
+        };
+        if conf.ipam {
+            let ipam = nuage_ipam::add(a)?;
+            undo.push("IPAM lease", || nuage_ipam::del(a));
+            if ipam.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = ipam.ips;
+            result.routes = ipam.routes;
+            result.dns = ipam.dns;
+            gateways(&conf, &mut result);
+
+            link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad)?;
+            ifconfig::configure_iface(&mut ctr, &ns, &a.ifname, &result)?;
+            if conf.br.is_gateway {
+                let gws: Vec<IpNetwork> = result
+                    .ips
+                    .iter()
+                    .filter_map(|ip| IpNetwork::new(ip.gateway?, ip.address.prefix()).ok())
+                    .collect();
+                link::ensure_gateway_addrs(&mut host, &br, &gws, conf.br.force_address)?;
+                enable_forwarding(&gws)?;
+                if let Some(b) = host.link_by_index(br.index)? {
+                    result.interfaces[0].mac = mac_string(b.mac);
+                }
+            }
+            if conf.br.ip_masq {
+                let subnets: Vec<IpNetwork> =
+                    result.ips.iter().map(|ip| network_of(ip.address)).collect();
+                let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
+                nft::masq::add(net, &subnets, &ips, &att)?;
+            }
+        } else if !conf.br.disable_container_interface {
+            ctr.set_up(ctr_veth.index)?;
+        }
+        if !conf.br.disable_container_interface {
+            link::wait_port_up(&mut host, &host_veth.name, host_veth.index)?;
+        }
+        if let Some(dns) = a.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+            result.dns = dns.clone();
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let att = attachment(a);
+        let net = a.conf.name.as_str();
+        let prev = a.prev_result().ok().flatten();
+        let mut errs = Errors::new();
+        // What the container had: its addresses and the host end of its
+        // veth, from the netns while it exists, else from prevResult.
+        let mut ips: Vec<IpAddr> = prev
+            .iter()
+            .flat_map(|p| p.ips.iter().map(|ip| ip.address.ip()))
+            .collect();
+        let mut port = prev
+            .as_ref()
+            .and_then(|p| p.interfaces.get(1))
+            .map(|i| i.name.clone());
+        if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
+            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
+                let Some(l) = ctr.link_by_name(&a.ifname)? else {
+                    return Ok(());
+                };
+                ips.extend(ctr.addrs(Some(l.index))?.iter().map(|x| x.address.ip()));
+                if let Some(peer) = l
+                    .link
+                    .and_then(|i| Netlink::new().ok()?.link_by_index(i).ok()?)
+                {
+                    port = Some(peer.name);
+                }
+                // Deleting the container end deletes the host end with it.
+                ctr.del_link(l.index)
+                    .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+            }));
+        }
+        // Firewall entries go before the addresses return to IPAM: a
+        // released address may be handed to a new container at once.
+        if conf.br.ip_masq {
+            ips.sort();
+            ips.dedup();
+            errs.collect(if ips.is_empty() {
+                nft::masq::del_attachment(net, &att)
+            } else {
+                nft::masq::del(net, &ips)
+            });
+        }
+        if conf.br.macspoofchk {
+            errs.collect(match &port {
+                Some(p) => nft::spoofchk::del(p, None),
+                None => nft::spoofchk::del_attachment(net, &att),
+            });
+        }
+        if conf.ipam {
+            errs.collect(nuage_ipam::del(a).context("release addresses"));
+        }
+        errs.into_result()
+    }
+
+    fn check(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        if conf.ipam {
+            nuage_ipam::check(a)?;
+        }
+        let prev = a
+            .prev_result()?
+            .ok_or_else(|| Error::internal("Required prevResult missing"))?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        let (port, mac) = link::check_links(&mut host, &mut ctr, &conf, a, &prev)?;
+        ifconfig::check_iface(&mut ctr, &ns, &a.ifname, &prev)?;
+        let att = attachment(a);
+        let net = a.conf.name.as_str();
+        if conf.br.macspoofchk {
+            nft::spoofchk::check(net, &port, mac, &att)?;
+        }
+        if conf.br.ip_masq && conf.ipam {
+            let subnets: Vec<IpNetwork> =
+                prev.ips.iter().map(|ip| network_of(ip.address)).collect();
+            let ips: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
+            nft::masq::check(net, &subnets, &ips, &att)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let Some(valid) = a.conf.valid_attachments.as_deref() else {
+            return Ok(());
+        };
+        let valid: Vec<Attachment> = valid
+            .iter()
+            .map(|v| Attachment::new(&v.container_id, &v.ifname))
+            .collect();
+        let net = a.conf.name.as_str();
+        let mut errs = Errors::new();
+        if conf.br.ip_masq {
+            errs.collect(nft::masq::gc(net, &valid));
+        }
+        if conf.br.macspoofchk {
+            errs.collect(nft::spoofchk::gc(net, &valid));
+        }
+        if conf.ipam {
+            errs.collect(nuage_ipam::gc(a));
+        }
+        errs.into_result()
+    }
+
+    fn status(&self, a: &CmdArgs) -> Result<()> {
+        if Conf::load(a)?.ipam {
+            nuage_ipam::status(a)?;
+        }
+        Ok(())
+    }
+}
+
+fn attachment(a: &CmdArgs) -> Attachment<'_> {
+    Attachment::new(&a.container_id, &a.ifname)
+}
+
+fn mac_string(mac: Option<[u8; 6]>) -> String {
+    mac.map(|m| MacAddr(m).to_string()).unwrap_or_default()
+}
+
+fn iface(name: &str, mac: Option<[u8; 6]>, sandbox: &str) -> Interface {
+    Interface {
+        name: name.to_string(),
+        mac: mac_string(mac),
+        sandbox: sandbox.to_string(),
+        ..Default::default()
+    }
+}
+
+fn network_of(n: IpNetwork) -> IpNetwork {
+    IpNetwork::new(n.network(), n.prefix()).unwrap_or(n)
+}
+
+/// Every address is on the container interface (index 2); with
+/// `isGateway` a missing gateway is the subnet's first address; with
+/// `isDefaultGateway` a default route per family, unless IPAM gave one.
+fn gateways(conf: &Conf, result: &mut CniResult) {
+    for i in 0..result.ips.len() {
+        let ip = &mut result.ips[i];
+        ip.interface = Some(2);
+        if ip.gateway.is_none() && conf.br.is_gateway {
+            ip.gateway = first_host(ip.address);
+        }
+        let (v4, gw) = (ip.address.is_ipv4(), ip.gateway);
+        if conf.br.is_default_gateway {
+            let default: IpNetwork = if v4 { "0.0.0.0/0" } else { "::/0" }
+                .parse()
+                .expect("literal");
+            let found = result
+                .routes
+                .iter()
+                .any(|r| r.dst == default && r.gw.is_some());
+            if !found {
+                result.routes.push(Route::new(default, gw));
+            }
+        }
+    }
+}
+
+fn first_host(n: IpNetwork) -> Option<IpAddr> {
+    match n.network() {
+        IpAddr::V4(a) => Some(IpAddr::V4((u32::from(a) + 1).into())),
+        IpAddr::V6(a) => Some(IpAddr::V6((u128::from(a) + 1).into())),
+    }
+}
+
+/// Equivalent to: sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+fn enable_forwarding(gws: &[IpNetwork]) -> Result<()> {
+    if gws.iter().any(|g| g.is_ipv4()) && sysctl::read("net/ipv4/ip_forward")?.trim() != "1" {
+        sysctl::write("net/ipv4/ip_forward", "1")?;
+    }
+    if gws.iter().any(|g| g.is_ipv6())
+        && sysctl::read("net/ipv6/conf/all/forwarding")?.trim() != "1"
+    {
+        sysctl::write("net/ipv6/conf/all/forwarding", "1")?;
+    }
+    Ok(())
+}
+
+fn main() {
+    skel::run(&Bridge)
+}

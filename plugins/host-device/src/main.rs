@@ -1,0 +1,250 @@
+//! `host-device`: moves an existing host interface into the container as
+//! `CNI_IFNAME`, and gives it back on DEL.
+//!
+//! ADD: find the device (`device`, `hwaddr`, `kernelpath`, `pciBusID` or
+//! the `deviceID` capability), record its name and state, move it into the
+//! container under its new name, allocate addresses (in-process IPAM) and
+//! configure it. Every step is undone if a later one fails.
+//! DEL: release the addresses (also without a netns), find the device by its
+//! record (not by `CNI_IFNAME`, which the container may have renamed or
+//! reused) and give it back under its original name and state. Repeated DEL
+//! succeeds; a DEL that cannot give the device back fails, so that it is
+//! retried rather than the device lost.
+
+mod config;
+mod device;
+mod record;
+mod rtnl;
+
+use nuage_core::netlink::{MacAddr, Netlink};
+use nuage_core::rollback::Undo;
+use nuage_core::skel::{self, CmdArgs, Plugin};
+use nuage_core::spec::{Attachment, CniResult, Interface};
+use nuage_core::{ifconfig, log, Code, Error, Errors, Result, ResultExt};
+
+use config::Conf;
+use record::Store;
+
+struct HostDevice;
+
+impl Plugin for HostDevice {
+    fn name(&self) -> &'static str {
+        "host-device"
+    }
+
+    fn add(&self, a: &CmdArgs) -> Result<CniResult> {
+        let conf = Conf::load(a)?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        if ctr.link_by_name(&a.ifname)?.is_some() {
+            return Err(Error::internal(format!(
+                "container interface name {:?} already exists",
+                a.ifname
+            ))
+            .with_details(format!(
+                "netns {} already has {}: DEL the old attachment first",
+                ns.path().display(),
+                a.ifname
+            )));
+        }
+        let dpdk = conf.dpdk()?;
+        let store = Store::new(&conf.data_dir, &a.conf.name);
+        let att = attachment(a);
+        let sandbox = a.netns.clone().unwrap_or_default();
+
+        let rec = match dpdk {
+            // The device is driven from user space: nothing to move.
+            true => None,
+            false => Some(device::snapshot(
+                &conf.find(&mut host)?,
+                &a.container_id,
+                &a.ifname,
+            )),
+        };
+
+        let mut undo = Undo::new();
+        let mut result = CniResult {
+            cni_version: a.conf.cni_version.clone(),
+            interfaces: vec![Interface {
+                name: a.ifname.clone(),
+                sandbox,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        if let Some(r) = &rec {
+            // Recorded before the move: whatever happens next, DEL finds it.
+            store.write(&att, r)?;
+            undo.push("device record", || store.remove(&att));
+            let moved = device::move_in(&mut host, &mut ctr, &ns, r, &a.ifname, &mut undo)?;
+            store.write(
+                &att,
+                &record::Record {
+                    container_index: moved.index,
+                    ..r.clone()
+                },
+            )?;
+            result.interfaces[0].mac = moved
+                .mac
+                .map(|m| MacAddr(m).to_string())
+                .unwrap_or_default();
+        }
+        if conf.ipam {
+            let ipam = nuage_ipam::add(a)?;
+            undo.push("IPAM lease", || nuage_ipam::del(a));
+            if ipam.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = ipam.ips;
+            result.routes = ipam.routes;
+            for ip in &mut result.ips {
+                ip.interface = Some(0);
+            }
+            if !dpdk {
+                ifconfig::configure_iface(&mut ctr, &ns, &a.ifname, &result)?;
+            }
+            result.dns = a.conf.dns.clone().unwrap_or_default();
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let store = Store::new(&conf.data_dir, &a.conf.name);
+        let att = attachment(a);
+        let mut errs = Errors::new();
+        // Unlike the reference, also without a netns: the lease is the host's.
+        if conf.ipam {
+            errs.collect(nuage_ipam::del(a).context("release addresses"));
+        }
+        let rec = store.read(&att);
+        let mut host = Netlink::new()?;
+        let ns = errs.collect(a.open_netns_for_del()).flatten();
+        let mut given_back = false;
+        if let Some(ns) = &ns {
+            let found = Netlink::in_netns(ns)
+                .and_then(|mut ctr| device::find_in_container(&mut ctr, rec.as_ref(), &a.ifname));
+            if let Some(Some((link, name))) = errs.collect(found) {
+                match device::move_out(&mut host, ns, link.index, &name, rec.as_ref()) {
+                    Ok(()) => given_back = true,
+                    // Keep the record: a retried DEL tries again.
+                    Err(e) => {
+                        errs.push(e);
+                        return errs.into_result();
+                    }
+                }
+            }
+        }
+        if let Some(rec) = &rec {
+            if !given_back {
+                errs.collect(device::restore_on_host(&mut host, rec));
+            }
+        }
+        errs.collect(store.remove(&att));
+        errs.into_result()
+    }
+
+    fn check(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let ns = a.open_netns()?;
+        if conf.ipam {
+            nuage_ipam::check(a)?;
+        }
+        let prev = a
+            .prev_result()?
+            .ok_or_else(|| Error::internal("Required prevResult missing"))?;
+        if conf.dpdk()? {
+            return Ok(());
+        }
+        let netns = a.netns.as_deref().unwrap_or("");
+        let iface = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == a.ifname && i.sandbox == netns)
+            .ok_or_else(|| {
+                let sandbox = prev
+                    .interfaces
+                    .iter()
+                    .find(|i| i.name == a.ifname)
+                    .map_or("", |i| i.sandbox.as_str());
+                Error::internal(format!(
+                    "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
+                ))
+            })?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        let link = ctr.link_by_name(&a.ifname)?.ok_or_else(|| {
+            Error::internal(format!(
+                "Container Interface name in prevResult: {} not found",
+                a.ifname
+            ))
+        })?;
+        let mac = link.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+        if !iface.mac.is_empty() && !iface.mac.eq_ignore_ascii_case(&mac) {
+            return Err(Error::internal(format!(
+                "Interface {} Mac {} doesn't match container Mac: {mac}",
+                a.ifname, iface.mac
+            )));
+        }
+        ifconfig::check_iface(&mut ctr, &ns, &a.ifname, &prev)
+    }
+
+    fn gc(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let Some(valid) = a.conf.valid_attachments.as_deref() else {
+            return Ok(());
+        };
+        let mut errs = Errors::new();
+        if conf.ipam {
+            errs.collect(nuage_ipam::gc(a));
+        }
+        // Records of attachments the runtime no longer has: their namespace
+        // is gone, so their device is back on the host or destroyed.
+        let mut host = Netlink::new()?;
+        for (path, rec) in Store::new(&conf.data_dir, &a.conf.name).all() {
+            let live = valid
+                .iter()
+                .any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname);
+            if !live {
+                log::info(format_args!(
+                    "GC: {} of {}/{} is stale",
+                    rec.name, rec.container_id, rec.ifname
+                ));
+                errs.collect(device::restore_on_host(&mut host, &rec));
+                errs.collect(record::remove_path(&path));
+            }
+        }
+        errs.into_result()
+    }
+
+    fn status(&self, a: &CmdArgs) -> Result<()> {
+        if Conf::load(a)?.ipam {
+            nuage_ipam::status(a).map_err(not_available)?;
+        }
+        Ok(())
+    }
+}
+
+fn attachment(a: &CmdArgs) -> Attachment {
+    Attachment {
+        container_id: a.container_id.clone(),
+        ifname: a.ifname.clone(),
+    }
+}
+
+/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (not found,
+/// misconfigured) makes this plugin unavailable.
+fn not_available(e: Error) -> Error {
+    match e.code {
+        Code::NotAvailable | Code::LimitedConnectivity => e,
+        _ => Error {
+            code: Code::NotAvailable,
+            ..e
+        },
+    }
+}
+
+fn main() {
+    skel::run(&HostDevice)
+}

@@ -1,0 +1,435 @@
+//! Behaviour of our `host-device`: every verb and version, the selectors,
+//! the device given back under its name and state, DEL robustness (the
+//! container renamed the device or reused its name, the namespace is gone,
+//! the name is taken on the host), rollback of failing ADDs.
+//!
+//! The "physical" device is a veth end (`hd0`) whose peer sits in a "lan"
+//! namespace. Kernel difference that matters here: when a namespace is
+//! destroyed, a physical device in it returns to the initial namespace, but
+//! a veth is destroyed with its peer. The tests that need a device to come
+//! back do what the kernel does for a physical one (move it out by hand).
+
+mod common;
+
+use common::*;
+use netns_tests::*;
+use serde_json::{json, Value};
+
+const NET: &str = "hdnet";
+
+/// A host with `hd0` (up, mtu 1400, alias "uplink") wired to "lan", where
+/// `hd0-lan` has 10.50.0.254/24.
+fn setup(tag: &str) -> (Host, Netns) {
+    require_root();
+    let host = Host::new(tag);
+    let lan = host.container("lan");
+    nic(&host, &lan, "hd0", None);
+    host.netns()
+        .ip(&["link", "set", "hd0", "mtu", "1400", "alias", "uplink"]);
+    lan.ip(&["addr", "add", "10.50.0.254/24", "dev", "hd0-lan"]);
+    (host, lan)
+}
+
+fn conf(version: &str, extra: Value) -> String {
+    let mut v = json!({
+        "cniVersion": version,
+        "name": NET,
+        "type": "host-device",
+        "device": "hd0",
+        "ipam": {"type": "host-local", "subnet": "10.50.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
+    });
+    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+        if x.is_null() {
+            v.as_object_mut().unwrap().remove(&k);
+        } else {
+            v[k] = x;
+        }
+    }
+    v.to_string()
+}
+
+#[track_caller]
+fn add(host: &Host, ns: &Netns, conf: &str) -> Value {
+    let out = cni(host, &ours(), "ADD", "c1", Some(ns.path_str()), conf, &[]);
+    out.assert_success();
+    out.expect_json().clone()
+}
+
+#[track_caller]
+fn del(host: &Host, ns: Option<&str>, conf: &str) {
+    cni(host, &ours(), "DEL", "c1", ns, conf, &[]).assert_success();
+}
+
+/// `hd0` is on the host as before ADD: name, up, MTU, MAC, alias.
+#[track_caller]
+fn assert_home(host: &Host, mac: &str) {
+    let l = host
+        .netns()
+        .link("hd0")
+        .unwrap_or_else(|| panic!("hd0 is not back: {:?}", host.netns().link_names()));
+    assert!(host.netns().link_is_up("hd0"), "{l}");
+    assert_eq!(
+        (
+            l["mtu"].as_u64(),
+            l["address"].as_str(),
+            l["ifalias"].as_str()
+        ),
+        (Some(1400), Some(mac), Some("uplink")),
+        "{l}"
+    );
+}
+
+fn mac_of(host: &Host) -> String {
+    host.netns().link("hd0").unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn records(host: &Host) -> usize {
+    std::fs::read_dir(host.state_dir().join("host-device").join(NET))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_version_moves_the_device_in_and_back() {
+    let (host, _lan) = setup("hd-versions");
+    let mac = mac_of(&host);
+    for v in VERSIONS {
+        let ctr = host.container("c");
+        let c = conf(v, json!({}));
+        let res = add(&host, &ctr, &c);
+        assert!(host.netns().link("hd0").is_none());
+        let st = state(&ctr, "eth0");
+        assert_json_subset(
+            &st,
+            &json!({"mac": mac, "mtu": 1400, "up": true, "alias": "hd0"}),
+        );
+        if v.starts_with("0.1") || v.starts_with("0.2") {
+            assert!(res["ip4"]["ip"].is_string(), "{res}");
+        } else {
+            assert_json_subset(
+                &res,
+                &json!({"interfaces": [{"name": "eth0", "mac": mac, "sandbox": ctr.path_str()}], "ips": [{"interface": 0}]}),
+            );
+        }
+        assert_eq!(records(&host), 1);
+        if !["0.1.0", "0.2.0", "0.3.0", "0.3.1"].contains(v) {
+            cni(
+                &host,
+                &ours(),
+                "CHECK",
+                "c1",
+                Some(ctr.path_str()),
+                &with_prev(&c, &res),
+                &[],
+            )
+            .assert_success();
+        }
+        del(&host, Some(ctr.path_str()), &with_prev(&c, &res));
+        assert_home(&host, &mac);
+        assert_eq!(ctr.link_names(), ["lo"]);
+        del(&host, Some(ctr.path_str()), &c);
+        assert_home(&host, &mac);
+    }
+    assert_eq!(records(&host), 0);
+    assert!(leases(&host, NET).is_empty());
+}
+
+#[test]
+fn the_container_uses_the_moved_link() {
+    let (host, _lan) = setup("hd-ping");
+    let ctr = host.container("c");
+    let c = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "static", "addresses": [{"address": "10.50.0.7/24"}]}}),
+    );
+    let res = add(&host, &ctr, &c);
+    assert!(
+        ctr.ping("10.50.0.254"),
+        "the container reaches the segment through hd0"
+    );
+    cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    )
+    .assert_success();
+    ctr.ip(&["link", "set", "eth0", "address", "02:50:00:00:00:01"]);
+    let out = cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    );
+    assert!(
+        err_msg(&out).contains("doesn't match container Mac"),
+        "{out}"
+    );
+    // DEL puts back the MAC it had, too.
+    let mac = res["interfaces"][0]["mac"].as_str().unwrap().to_string();
+    del(&host, Some(ctr.path_str()), &c);
+    assert_home(&host, &mac);
+}
+
+#[test]
+fn l2_mode_and_hwaddr_selector() {
+    let (host, _lan) = setup("hd-l2");
+    let mac = mac_of(&host);
+    let ctr = host.container("c");
+    let c = conf(
+        "1.0.0",
+        json!({"device": null, "hwaddr": mac.to_uppercase(), "ipam": null, "dns": {"nameservers": ["1.1.1.1"]}}),
+    );
+    let res = add(&host, &ctr, &c);
+    assert_json_eq(
+        &res,
+        &json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": mac, "sandbox": ctr.path_str()}]}),
+    );
+    assert!(ctr.link_is_up("eth0"));
+    del(&host, Some(ctr.path_str()), &c);
+    assert_home(&host, &mac);
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let (host, _lan) = setup("hd-bad");
+    let ctr = host.container("c");
+    let cases = [
+        (
+            json!({"device": null}),
+            r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        ),
+        (
+            json!({"hwaddr": "02:00:00:00:00:01"}),
+            r#"specify only one of "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        ),
+        (
+            json!({"device": null, "kernelpath": "/tmp/x"}),
+            r#"kernel device path "/tmp/x" must be absolute and begin with /sys/devices/"#,
+        ),
+        (
+            json!({"device": null, "kernelpath": "/sys/devices/../../etc"}),
+            "must be absolute and begin with /sys/devices/",
+        ),
+        (
+            json!({"device": null, "hwaddr": "nonsense"}),
+            r#"failed to parse MAC address "nonsense""#,
+        ),
+        (
+            json!({"device": null, "hwaddr": "02:00:00:00:00:01"}),
+            "failed to find host device: no interface with MAC 02:00:00:00:00:01",
+        ),
+        (json!({"device": "nope0"}), "failed to find host device"),
+        (
+            json!({"device": null, "runtimeConfig": {"deviceID": "0000:99:99.9"}}),
+            "runtime config DeviceID 0000:99:99.9 not found or unsupported",
+        ),
+        (json!({"device": "lo"}), "failed to move link"),
+    ];
+    for (extra, msg) in cases {
+        let out = cni(
+            &host,
+            &ours(),
+            "ADD",
+            "c1",
+            Some(ctr.path_str()),
+            &conf("1.0.0", extra.clone()),
+            &[],
+        );
+        assert!(err_msg(&out).contains(msg), "{extra}: {out}");
+    }
+    assert_eq!(
+        host.netns().link("lo").unwrap().get("ifalias"),
+        None,
+        "lo's alias was restored"
+    );
+    assert_eq!(ctr.link_names(), ["lo"]);
+    assert_home(&host, &mac_of(&host));
+    assert_eq!(records(&host), 0);
+    assert!(leases(&host, NET).is_empty());
+}
+
+#[test]
+fn failing_adds_give_the_device_back() {
+    let (host, _lan) = setup("hd-rollback");
+    let mac = mac_of(&host);
+    let ctr = host.container("c");
+    let cases = [
+        (
+            "IPAM",
+            json!({"ipam": {"type": "host-local", "subnet": "10.50.0.0/33"}}),
+        ),
+        (
+            "route",
+            json!({"ipam": {"type": "host-local", "subnet": "10.50.0.0/24", "routes": [{"dst": "10.99.0.0/16", "gw": "192.0.2.1"}]}}),
+        ),
+    ];
+    for (what, extra) in cases {
+        let out = cni(
+            &host,
+            &ours(),
+            "ADD",
+            "c1",
+            Some(ctr.path_str()),
+            &conf("1.0.0", extra),
+            &[],
+        );
+        out.assert_failure();
+        assert_home(&host, &mac);
+        assert_eq!(ctr.link_names(), ["lo"], "{what}");
+        assert_eq!(records(&host), 0, "{what}");
+        assert!(leases(&host, NET).is_empty(), "{what}");
+    }
+    // The name is taken in the container: refused before anything moves.
+    ctr.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &conf("1.0.0", json!({})),
+        &[],
+    );
+    assert!(err_msg(&out).contains("already exists"), "{out}");
+    assert_home(&host, &mac);
+}
+
+#[test]
+fn del_finds_the_device_the_container_renamed() {
+    let (host, _lan) = setup("hd-renamed");
+    let mac = mac_of(&host);
+    let c = conf("1.0.0", json!({}));
+    // Renamed; renamed, alias cleared and its name reused by another link.
+    for reuse in [false, true] {
+        let ctr = host.container("c");
+        add(&host, &ctr, &c);
+        ctr.ip(&["link", "set", "eth0", "down"]);
+        ctr.ip(&["link", "set", "eth0", "name", "net9"]);
+        if reuse {
+            ctr.ip(&["link", "set", "net9", "alias", ""]);
+            ctr.ip(&[
+                "link",
+                "add",
+                "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0-peer",
+            ]);
+        }
+        del(&host, Some(ctr.path_str()), &c);
+        assert_home(&host, &mac);
+        let mut left = ctr.link_names();
+        left.sort();
+        let want: &[&str] = if reuse {
+            &["eth0", "eth0-peer", "lo"]
+        } else {
+            &["lo"]
+        };
+        assert_eq!(left, want, "the container's own links stay");
+        del(&host, Some(ctr.path_str()), &c);
+    }
+    assert!(leases(&host, NET).is_empty());
+}
+
+#[test]
+fn del_when_the_name_is_taken_on_the_host() {
+    let (host, lan) = setup("hd-taken");
+    let ctr = host.container("c");
+    let c = conf("1.0.0", json!({"ipam": null}));
+    let res = add(&host, &ctr, &c);
+    host.netns().veth_pair_into("hd0", &lan, "impostor-lan");
+    del(&host, Some(ctr.path_str()), &c);
+    let back = host
+        .netns()
+        .link("hostdev0")
+        .expect("the device is back under another name, never lost");
+    assert_eq!(back["address"], res["interfaces"][0]["mac"]);
+    assert_eq!(back["ifalias"], "uplink");
+}
+
+#[test]
+fn del_with_the_netns_gone() {
+    let (host, lan) = setup("hd-gone");
+    let c = conf("1.0.0", json!({}));
+    let ctr = host.container("c");
+    add(&host, &ctr, &c);
+    let path = ctr.path_str().to_string();
+    // A veth is destroyed with its namespace (a physical device would
+    // return to the initial namespace): DEL still releases the lease and
+    // the record, and succeeds, twice.
+    drop(ctr);
+    del(&host, Some(&path), &c);
+    del(&host, Some(&path), &c);
+    del(&host, None, &c);
+    assert!(leases(&host, NET).is_empty());
+    assert_eq!(records(&host), 0);
+    assert!(host.netns().link("hd0").is_none() && lan.link("hd0-lan").is_none());
+}
+
+#[test]
+fn del_gives_back_a_device_that_came_home_on_its_own() {
+    let (host, _lan) = setup("hd-home");
+    let mac = mac_of(&host);
+    let c = conf("1.0.0", json!({}));
+    let ctr = host.container("c");
+    add(&host, &ctr, &c);
+    // What the kernel does to a physical device when its namespace dies:
+    // back to the initial namespace, as `dev<N>` when its name is taken there.
+    ctr.ip(&["link", "set", "eth0", "netns", host.name(), "name", "dev3"]);
+    let path = ctr.path_str().to_string();
+    drop(ctr);
+    del(&host, Some(&path), &c);
+    assert_home(&host, &mac);
+    assert!(host.netns().link("dev3").is_none());
+    assert!(leases(&host, NET).is_empty());
+    assert_eq!(records(&host), 0);
+}
+
+#[test]
+fn gc_and_status() {
+    let (host, _lan) = setup("hd-gc");
+    let mac = mac_of(&host);
+    let c = conf("1.1.0", json!({}));
+    let out = cni(&host, &ours(), "STATUS", "", None, &c, &[]);
+    assert_eq!(out.assert_success().stdout, "");
+    let ctr = host.container("c");
+    add(&host, &ctr, &c);
+    ctr.ip(&["link", "set", "eth0", "netns", host.name(), "name", "dev5"]);
+    // c1 is still valid: nothing happens.
+    let keep = with(
+        &c,
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "c1", "ifname": "eth0"}]),
+    );
+    cni(&host, &ours(), "GC", "", None, &keep, &[]).assert_success();
+    assert_eq!((records(&host), leases(&host, NET).len()), (1, 1));
+    // c1 is gone: its lease is released and the device renamed back.
+    let gc = with(&c, "cni.dev/valid-attachments", json!([]));
+    cni(&host, &ours(), "GC", "", None, &gc, &[]).assert_success();
+    assert_eq!((records(&host), leases(&host, NET).len()), (0, 0));
+    assert_home(&host, &mac);
+    cni(
+        &host,
+        &ours(),
+        "STATUS",
+        "",
+        None,
+        &conf("1.1.0", json!({"ipam": {"type": "no-such-ipam"}})),
+        &[],
+    )
+    .assert_cni_error(50);
+}

@@ -1,0 +1,251 @@
+//! The `macvlan` plugin's keys, with the reference's names, defaults and
+//! validation messages, plus nuage's `hostShim`.
+
+use ipnetwork::IpNetwork;
+use nuage_core::netlink::{Link, MacAddr, MacvlanMode, Netlink};
+use nuage_core::skel::CmdArgs;
+use nuage_core::{log, Error, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MacvlanConf {
+    #[serde(default)]
+    master: String,
+    #[serde(default)]
+    mode: String,
+    #[serde(default)]
+    mtu: i64,
+    #[serde(default)]
+    mac: String,
+    #[serde(default)]
+    link_in_container: bool,
+    #[serde(default)]
+    bcqueuelen: Option<u32>,
+    #[serde(default)]
+    host_shim: Option<ShimKey>,
+}
+
+/// `"hostShim": true`, or `{"name": ..., "addresses": [...]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ShimKey {
+    On(bool),
+    Spec(ShimSpec),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShimSpec {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    addresses: Vec<IpNetwork>,
+}
+
+/// The host-side macvlan that lets the host reach its own containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shim {
+    pub name: String,
+    /// Host addresses put on the shim (as /32 or /128) and used as the
+    /// source of host-to-container traffic.
+    pub addresses: Vec<IpNetwork>,
+}
+
+/// The validated configuration of one request.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    /// `master`; empty means "the interface of the default route".
+    pub master: String,
+    pub mode: MacvlanMode,
+    /// 0: the master's. Checked against the master's in [`Conf::master`].
+    pub mtu: i64,
+    /// The container MAC: `mac`, then `CNI_ARGS` `MAC=`, then `args.cni.mac`,
+    /// then `runtimeConfig.mac`; the last one given wins.
+    pub mac: Option<[u8; 6]>,
+    pub link_in_container: bool,
+    pub bcqueuelen: Option<u32>,
+    pub ipam: bool,
+    pub shim: Option<Shim>,
+}
+
+impl Conf {
+    /// Parses and validates the config without looking at any link (DEL
+    /// must work when the master is gone).
+    pub fn load(a: &CmdArgs) -> Result<Conf> {
+        let mv: MacvlanConf = a.conf.plugin()?;
+        let mode = parse_mode(&mv.mode)?;
+        let args = a.cni_args()?;
+        args.check_known(&["IP", "MAC", "GATEWAY"])?;
+        let mut mac = None;
+        let conf_mac = Some(mv.mac.clone()).filter(|m| !m.is_empty());
+        let sources = [
+            ("mac", conf_mac),
+            ("CNI_ARGS MAC", args.get("MAC").map(str::to_string)),
+            ("args.cni.mac", str_of(a.conf.args_cni("mac"))),
+            ("runtimeConfig.mac", str_of(a.conf.runtime("mac"))),
+        ];
+        for (what, v) in sources {
+            if let Some(v) = v {
+                let m: MacAddr = v.parse().map_err(|_| {
+                    Error::config(format!(
+                        "invalid args {v} for MAC addr: {what} is not a MAC address"
+                    ))
+                    .with_details("use the form aa:bb:cc:dd:ee:ff")
+                })?;
+                mac = Some(m.0);
+            }
+        }
+        let ipam = !a.conf.ipam_type().is_empty();
+        let shim = match mv.host_shim {
+            None | Some(ShimKey::On(false)) => None,
+            Some(ShimKey::On(true)) => Some(ShimSpec::default()),
+            Some(ShimKey::Spec(s)) => Some(s),
+        };
+        let shim = match shim {
+            None => None,
+            Some(s) => {
+                let fail = |msg: &str| Err(Error::config(format!("hostShim: {msg}")));
+                if mv.link_in_container {
+                    return fail(
+                        "cannot be used with linkInContainer (the master is not on the host)",
+                    );
+                }
+                if !matches!(mode, MacvlanMode::Bridge | MacvlanMode::Vepa) {
+                    return fail(&format!(
+                        "needs mode \"bridge\" (or \"vepa\"): in mode {mode} the host shim cannot talk to its sibling macvlans"
+                    ));
+                }
+                if !ipam {
+                    return fail("needs IPAM: the shim routes the containers' addresses");
+                }
+                let name = s.name.unwrap_or_else(|| default_shim_name(&a.conf.name));
+                if nuage_core::skel::validate_ifname(&name).is_err() {
+                    return fail(&format!("invalid interface name {name:?}"));
+                }
+                Some(Shim {
+                    name,
+                    addresses: s.addresses,
+                })
+            }
+        };
+        Ok(Conf {
+            master: mv.master,
+            mode,
+            mtu: mv.mtu,
+            mac,
+            link_in_container: mv.link_in_container,
+            bcqueuelen: mv.bcqueuelen,
+            ipam,
+            shim,
+        })
+    }
+
+    /// The master link: `master`, or the interface of the first default
+    /// route (in the container with `linkInContainer`), whose MTU bounds ours.
+    /// `nl` is the socket of the namespace the master lives in.
+    pub fn master(&self, nl: &mut Netlink) -> Result<Link> {
+        let name = if self.master.is_empty() {
+            let (name, via) = default_route_interface(nl)?;
+            log::info(format_args!(
+                "\"master\" not set: using {name:?}, the interface of the default route{via}"
+            ));
+            name
+        } else {
+            self.master.clone()
+        };
+        let master = nl.link_by_name(&name)?.ok_or_else(|| {
+            Error::internal(format!("failed to lookup master {name:?}: Link not found"))
+                .with_details(if self.link_in_container {
+                    format!(
+                        "linkInContainer is set: {name} must exist in the container's namespace"
+                    )
+                } else {
+                    format!("set \"master\" to an existing host interface ({name} does not exist)")
+                })
+        })?;
+        if self.mtu < 0 || self.mtu > i64::from(master.mtu) {
+            return Err(Error::config(format!(
+                "invalid MTU {}, must be [0, master MTU({})]",
+                self.mtu, master.mtu
+            )));
+        }
+        Ok(master)
+    }
+}
+
+impl Conf {
+    /// The MTU to create the macvlan with; `None` is the master's.
+    pub fn mtu(&self) -> Option<u32> {
+        u32::try_from(self.mtu).ok().filter(|m| *m != 0)
+    }
+}
+
+fn str_of(v: Option<&serde_json::Value>) -> Option<String> {
+    v.and_then(|v| v.as_str()).map(str::to_string)
+}
+
+fn parse_mode(s: &str) -> Result<MacvlanMode> {
+    Ok(match s {
+        "" | "bridge" => MacvlanMode::Bridge,
+        "private" => MacvlanMode::Private,
+        "vepa" => MacvlanMode::Vepa,
+        "passthru" => MacvlanMode::Passthru,
+        _ => {
+            return Err(
+                Error::config(format!("unknown macvlan mode: {s:?}")).with_details(
+                    "mode is one of \"bridge\" (default), \"private\", \"vepa\", \"passthru\"",
+                ),
+            )
+        }
+    })
+}
+
+/// `mvshim<8 hex>`, from the network name: one shim per network.
+fn default_shim_name(network: &str) -> String {
+    // FNV-1a: stable across versions and machines, no dependency.
+    let h = network.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("mvshim{h:08x}")
+}
+
+/// The interface of the first default route of the main table (IPv4 first),
+/// as the reference picks it; also says which route, for the log.
+fn default_route_interface(nl: &mut Netlink) -> Result<(String, String)> {
+    const MAIN: u32 = 254;
+    let routes = nl.routes(None)?;
+    let route = routes
+        .iter()
+        .find(|r| r.table == MAIN && r.dst.prefix() == 0 && r.oif.is_some())
+        .ok_or_else(|| {
+            Error::internal("no default route interface found").with_details(
+                "set \"master\" in the network config to the host interface to attach to",
+            )
+        })?;
+    let oif = route.oif.unwrap_or_default();
+    let link = nl
+        .link_by_index(oif)?
+        .ok_or_else(|| Error::internal(format!("default route interface {oif} vanished")))?;
+    let via = route.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+    Ok((link.name, format!(" ({}{via})", route.dst)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_shim_names() {
+        assert_eq!(parse_mode("").unwrap(), MacvlanMode::Bridge);
+        assert_eq!(parse_mode("passthru").unwrap(), MacvlanMode::Passthru);
+        assert_eq!(
+            parse_mode("l2").unwrap_err().msg,
+            "unknown macvlan mode: \"l2\""
+        );
+        let n = default_shim_name("net1");
+        assert_eq!(n.len(), 14);
+        assert_eq!(n, default_shim_name("net1"));
+        assert_ne!(n, default_shim_name("net2"));
+    }
+}

@@ -1,0 +1,202 @@
+//! `macvlan`: containers on a host interface's L2 segment, each with its own
+//! MAC address on a macvlan of that interface (the "master").
+//!
+//! ADD: find the master (default: the default route's interface), create
+//! the macvlan directly in the container, allocate addresses (in-process
+//! IPAM), configure it; with `hostShim`, route the container from the host
+//! through a host-side macvlan. Every step is undone if a later one fails.
+//! DEL: release the addresses, delete the macvlan, remove the shim routes;
+//! each step runs even if another failed, and none needs the netns.
+
+mod config;
+mod link;
+mod rtnl;
+mod shim;
+
+use std::net::IpAddr;
+
+use nuage_core::netlink::{MacAddr, Netlink};
+use nuage_core::rollback::Undo;
+use nuage_core::skel::{self, CmdArgs, Plugin};
+use nuage_core::spec::{Attachment, CniResult, Interface};
+use nuage_core::{ifconfig, Code, Error, Errors, Result, ResultExt};
+
+use config::Conf;
+
+struct Macvlan;
+
+impl Plugin for Macvlan {
+    fn name(&self) -> &'static str {
+        "macvlan"
+    }
+
+    fn add(&self, a: &CmdArgs) -> Result<CniResult> {
+        let conf = Conf::load(a)?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        link::check_free(&mut ctr, &ns, &a.ifname)?;
+        let master = conf.master(if conf.link_in_container {
+            &mut ctr
+        } else {
+            &mut host
+        })?;
+
+        let mut undo = Undo::new();
+        let mv = if conf.link_in_container {
+            let mut parent = Netlink::in_netns(&ns)?;
+            link::create(
+                &mut parent,
+                &mut ctr,
+                &ns,
+                &conf,
+                &master,
+                &a.ifname,
+                &mut undo,
+            )?
+        } else {
+            link::create(
+                &mut host, &mut ctr, &ns, &conf, &master, &a.ifname, &mut undo,
+            )?
+        };
+        let mut result = CniResult {
+            cni_version: a.conf.cni_version.clone(),
+            interfaces: vec![Interface {
+                name: a.ifname.clone(),
+                mac: mv.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default(),
+                sandbox: a.netns.clone().unwrap_or_default(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        if conf.ipam {
+            let ipam = nuage_ipam::add(a)?;
+            undo.push("IPAM lease", || nuage_ipam::del(a));
+            if ipam.ips.is_empty() {
+                return Err(Error::internal("IPAM plugin returned missing IP config"));
+            }
+            result.ips = ipam.ips;
+            result.routes = ipam.routes;
+            for ip in &mut result.ips {
+                ip.interface = Some(0);
+            }
+            link::notify_sysctls(&ns, &a.ifname)?;
+            ifconfig::configure_iface(&mut ctr, &ns, &a.ifname, &result)?;
+            if let Some(s) = &conf.shim {
+                let att = attachment(a);
+                let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
+                shim::add(&mut host, s, &master, conf.mode, &a.conf.name, &att, &ips)?;
+                undo.push("hostShim routes", move || {
+                    shim::del(&a.conf.name, &s.name, &att, &ips)
+                });
+            }
+        } else {
+            ctr.set_up(mv.index)
+                .with_context(|| format!("failed to set {:?} UP", a.ifname))?;
+        }
+        // As the reference: the config's `dns`, even when empty, replaces IPAM's.
+        result.dns = a.conf.dns.clone().unwrap_or_default();
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let mut errs = Errors::new();
+        if conf.ipam {
+            errs.collect(nuage_ipam::del(a).context("release addresses"));
+        }
+        if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
+            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
+                match ctr.link_by_name(&a.ifname)? {
+                    Some(l) => ctr.del_link(l.index).or_else(|e| {
+                        if e.is_not_found() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }),
+                    None => Ok(()),
+                }
+            }));
+        }
+        if let Some(s) = &conf.shim {
+            let prev_ips: Vec<IpAddr> = match a.prev_result() {
+                Ok(Some(prev)) => prev.ips.iter().map(|ip| ip.address.ip()).collect(),
+                _ => Vec::new(),
+            };
+            errs.collect(shim::del(&a.conf.name, &s.name, &attachment(a), &prev_ips));
+        }
+        errs.into_result()
+    }
+
+    fn check(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        conf.master(if conf.link_in_container {
+            &mut ctr
+        } else {
+            &mut host
+        })?;
+        if conf.ipam {
+            nuage_ipam::check(a)?;
+        }
+        let prev = a
+            .prev_result()?
+            .ok_or_else(|| Error::internal("required prevResult missing"))?;
+        link::check(&mut ctr, &conf, a, &prev)?;
+        ifconfig::check_iface(&mut ctr, &ns, &a.ifname, &prev)?;
+        if let Some(s) = &conf.shim {
+            let ips: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
+            shim::check(&mut host, s, &ips)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let Some(valid) = a.conf.valid_attachments.as_deref() else {
+            return Ok(());
+        };
+        let mut errs = Errors::new();
+        if conf.ipam {
+            errs.collect(nuage_ipam::gc(a));
+        }
+        if conf.shim.is_some() {
+            errs.collect(shim::gc(&a.conf.name, valid));
+        }
+        errs.into_result()
+    }
+
+    fn status(&self, a: &CmdArgs) -> Result<()> {
+        if Conf::load(a)?.ipam {
+            nuage_ipam::status(a).map_err(not_available)?;
+        }
+        Ok(())
+    }
+}
+
+fn attachment(a: &CmdArgs) -> Attachment {
+    Attachment {
+        container_id: a.container_id.clone(),
+        ifname: a.ifname.clone(),
+    }
+}
+
+/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (not found,
+/// misconfigured) makes this plugin unavailable.
+fn not_available(e: Error) -> Error {
+    match e.code {
+        Code::NotAvailable | Code::LimitedConnectivity => e,
+        _ => Error {
+            code: Code::NotAvailable,
+            ..e
+        },
+    }
+}
+
+fn main() {
+    skel::run(&Macvlan)
+}

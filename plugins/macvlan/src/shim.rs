@@ -1,0 +1,326 @@
+//! `hostShim` (nuage only): the host reaching its own macvlan containers.
+//!
+//! Kernel rule: frames a macvlan sends never reach its lower device's own
+//! stack, and frames the lower device sends never reach its macvlans (the
+//! macvlan driver switches only between macvlans of one lower device). So the
+//! host, whose addresses live on the master, cannot talk to its containers.
+//! The fix users apply by hand: one more macvlan, on the host (the "shim"),
+//! a sibling of the containers, with a route to each container through it.
+//!
+//! The shim is created by the first ADD that needs it and deleted with its
+//! last container route. Each attachment's routes are recorded in
+//! `/var/lib/cni/macvlan/<network>/<containerID>:<ifname>.json`, so DEL and
+//! GC remove exactly them, with or without `prevResult`. A `flock` on the
+//! network's directory serializes the shim's ADD, DEL and GC.
+
+use std::fs::{self, File};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnetwork::IpNetwork;
+use nix::fcntl::{Flock, FlockArg};
+use nuage_core::netlink::{Link, MacvlanMode, Netlink, RouteSpec};
+use nuage_core::spec::Attachment;
+use nuage_core::{log, sysctl, Error, Errors, Result, ResultExt};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Shim;
+
+const STATE_DIR: &str = "/var/lib/cni/macvlan";
+const RT_TABLE_MAIN: u32 = 254;
+const RTPROT_KERNEL: u8 = 2;
+const RT_SCOPE_LINK: u8 = 253;
+
+/// What one attachment added to the shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+    shim: String,
+    ips: Vec<IpAddr>,
+}
+
+/// The network's state directory, locked until the guard is dropped.
+struct Locked {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn lock(network: &str) -> Result<Locked> {
+    let dir = Path::new(STATE_DIR).join(network);
+    fs::create_dir_all(&dir)
+        .map_err(|e| Error::os(format_args!("hostShim: create {}", dir.display()), e))?;
+    let path = dir.join(".lock");
+    let file = File::create(&path)
+        .map_err(|e| Error::os(format_args!("hostShim: open {}", path.display()), e))?;
+    let lock = Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::os(format_args!("hostShim: lock {}", path.display()), e.into()))?;
+    Ok(Locked { dir, _lock: lock })
+}
+
+impl Locked {
+    fn path(&self, att: &Attachment) -> PathBuf {
+        // ':' appears in neither container IDs nor interface names.
+        self.dir
+            .join(format!("{}:{}.json", att.container_id, att.ifname))
+    }
+
+    fn read(&self, att: &Attachment) -> Option<Record> {
+        let bytes = fs::read(self.path(att)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn records(&self) -> Vec<(PathBuf, Record)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter_map(|p| {
+                let r = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+                Some((p, r))
+            })
+            .collect()
+    }
+
+    fn write(&self, att: &Attachment, rec: &Record) -> Result<()> {
+        let path = self.path(att);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(rec)?;
+        fs::write(&tmp, bytes)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| Error::os(format_args!("hostShim: write {}", path.display()), e))
+    }
+}
+
+/// ADD: ensures the shim on `master` and routes each container address
+/// through it.
+///
+/// Equivalent to: `ip link add <shim> link <master> type macvlan mode bridge;
+/// ip addr add <address>/32 dev <shim>; ip link set <shim> up;
+/// ip route replace <ip>/32 dev <shim> scope link [src <host ip>]`
+pub fn add(
+    host: &mut Netlink,
+    shim: &Shim,
+    master: &Link,
+    mode: MacvlanMode,
+    network: &str,
+    att: &Attachment,
+    ips: &[IpAddr],
+) -> Result<()> {
+    let state = lock(network)?;
+    let link = ensure(host, shim, master, mode)?;
+    let rec = Record {
+        container_id: att.container_id.clone(),
+        ifname: att.ifname.clone(),
+        shim: shim.name.clone(),
+        ips: ips.to_vec(),
+    };
+    // Recorded first: a failure below leaves nothing DEL cannot find.
+    state.write(att, &rec)?;
+    let master_addrs = host.addrs(Some(master.index))?;
+    for &ip in ips {
+        let src = shim
+            .addresses
+            .iter()
+            .map(|a| a.ip())
+            .chain(
+                master_addrs
+                    .iter()
+                    .filter(|a| a.scope == 0)
+                    .map(|a| a.address.ip()),
+            )
+            .find(|a| a.is_ipv4() == ip.is_ipv4());
+        let spec = RouteSpec {
+            oif: Some(link.index),
+            src,
+            scope: Some(RT_SCOPE_LINK),
+            ..RouteSpec::new(host_net(ip))
+        };
+        host.replace_route(&spec).context("hostShim")?;
+    }
+    Ok(())
+}
+
+/// The shim, created when missing: a macvlan sibling of the containers,
+/// `accept_ra=0` and no DAD (its addresses are the host's own), up.
+fn ensure(host: &mut Netlink, shim: &Shim, master: &Link, mode: MacvlanMode) -> Result<Link> {
+    let name = &shim.name;
+    let link = match host.link_by_name(name)? {
+        Some(l) => l,
+        None => {
+            match host.create_macvlan(name, master.index, mode, None, None, None) {
+                Ok(()) => log::info(format_args!("hostShim: created {name} on {}", master.name)),
+                Err(e) if e.is_exists() => {}
+                Err(e) => return Err(e.context("hostShim")),
+            }
+            host.link_by_name(name)?.ok_or_else(|| {
+                Error::internal(format!("hostShim: {name:?} vanished after creation"))
+            })?
+        }
+    };
+    if link.kind.as_deref() != Some("macvlan") || link.link != Some(master.index) {
+        return Err(Error::internal(format!(
+            "hostShim: {name:?} already exists and is not a macvlan on {:?}",
+            master.name
+        ))
+        .with_details(
+            "name the shim after a free interface name with \"hostShim\": {\"name\": ...}",
+        ));
+    }
+    for key in ["accept_ra", "accept_dad"] {
+        match sysctl::write(&format!("net/ipv6/conf/{name}/{key}"), "0") {
+            Err(e) if !e.is_not_found() => return Err(e),
+            _ => {}
+        }
+    }
+    let have = host.addrs(Some(link.index))?;
+    for a in &shim.addresses {
+        let a = host_net(a.ip());
+        if !have.iter().any(|h| h.address == a) {
+            match host.add_addr(link.index, a) {
+                Err(e) if !e.is_exists() => return Err(e.context("hostShim")),
+                _ => {}
+            }
+        }
+    }
+    if !link.flags_up {
+        host.set_up(link.index)?;
+    }
+    if shim.addresses.iter().any(|a| a.is_ipv6()) {
+        wait_not_tentative(host, &link)?;
+    }
+    Ok(link)
+}
+
+/// Waits until no IPv6 address of `link` is tentative.
+///
+/// Kernel quirk: even with `accept_dad=0` a new IPv6 address starts
+/// tentative, until the addrconf work item runs (asynchronously, after the
+/// address is added or the link goes up); a tentative address cannot be a
+/// route's `src` ("Invalid source address"). This takes about a millisecond.
+fn wait_not_tentative(nl: &mut Netlink, link: &Link) -> Result<()> {
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        if !nl
+            .addrs(Some(link.index))?
+            .iter()
+            .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::internal(format!(
+        "hostShim: IPv6 addresses of {} are still tentative after 2 s",
+        link.name
+    )))
+}
+
+/// DEL: removes the attachment's routes (from its record, else
+/// `fallback`), its record, and the shim with its last route.
+pub fn del(network: &str, shim_name: &str, att: &Attachment, fallback: &[IpAddr]) -> Result<()> {
+    let state = lock(network)?;
+    let mut host = Netlink::new()?;
+    let rec = state.read(att).unwrap_or_else(|| Record {
+        container_id: att.container_id.clone(),
+        ifname: att.ifname.clone(),
+        shim: shim_name.to_string(),
+        ips: fallback.to_vec(),
+    });
+    remove(&mut host, &state, &state.path(att), &rec)
+}
+
+/// GC: removes what attachments not in `valid` left.
+pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    let state = lock(network)?;
+    let mut host = Netlink::new()?;
+    let mut errs = Errors::new();
+    for (path, rec) in state.records() {
+        let live = valid
+            .iter()
+            .any(|v| v.container_id == rec.container_id && v.ifname == rec.ifname);
+        if !live {
+            errs.collect(remove(&mut host, &state, &path, &rec));
+        }
+    }
+    errs.into_result()
+}
+
+fn remove(host: &mut Netlink, _state: &Locked, path: &Path, rec: &Record) -> Result<()> {
+    let Some(link) = host.link_by_name(&rec.shim)? else {
+        return remove_file(path);
+    };
+    for &ip in &rec.ips {
+        let spec = RouteSpec {
+            oif: Some(link.index),
+            ..RouteSpec::new(host_net(ip))
+        };
+        match host.del_route(&spec) {
+            Err(e) if !e.is_not_found() => return Err(e.context("hostShim")),
+            _ => {}
+        }
+    }
+    remove_file(path)?;
+    let used = host.routes(None)?.iter().any(|r| {
+        r.oif == Some(link.index) && r.table == RT_TABLE_MAIN && r.protocol != RTPROT_KERNEL
+    });
+    if !used && link.kind.as_deref() == Some("macvlan") {
+        log::info(format_args!(
+            "hostShim: deleting {} with its last container route",
+            rec.shim
+        ));
+        match host.del_link(link.index) {
+            Err(e) if !e.is_not_found() => return Err(e.context("hostShim")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::os(
+            format_args!("hostShim: remove {}", path.display()),
+            e,
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// CHECK: the shim exists, is up, and routes each address.
+pub fn check(host: &mut Netlink, shim: &Shim, ips: &[IpAddr]) -> Result<()> {
+    let link = host
+        .link_by_name(&shim.name)?
+        .filter(|l| l.kind.as_deref() == Some("macvlan"))
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "hostShim: macvlan {:?} not found on the host",
+                shim.name
+            ))
+        })?;
+    if !link.flags_up {
+        return Err(Error::internal(format!("hostShim: {} is down", shim.name)));
+    }
+    let routes = host.routes(None)?;
+    for &ip in ips {
+        if !routes
+            .iter()
+            .any(|r| r.dst == host_net(ip) && r.oif == Some(link.index))
+        {
+            return Err(Error::internal(format!(
+                "hostShim: route to {ip} via {} is missing",
+                shim.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `ip/32` or `ip/128`.
+fn host_net(ip: IpAddr) -> IpNetwork {
+    IpNetwork::from(ip)
+}

@@ -1,0 +1,60 @@
+//! The `ptp` plugin's keys, with the reference's names and validation.
+
+use nuage_core::skel::CmdArgs;
+use nuage_core::{log, Error, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PtpConf {
+    #[serde(default)]
+    ip_masq: bool,
+    /// `iptables`, `nftables` or absent: nuage always uses nftables.
+    #[serde(default)]
+    ip_masq_backend: Option<String>,
+    #[serde(default)]
+    mtu: i64,
+}
+
+/// The validated configuration of one request.
+#[derive(Debug, Clone)]
+pub struct Conf {
+    pub ip_masq: bool,
+    pub mtu: Option<u32>,
+    /// `ipam.type` is set: required for ADD, CHECK and STATUS (see [`Conf::require_ipam`]).
+    pub ipam: bool,
+}
+
+impl Conf {
+    pub fn load(a: &CmdArgs) -> Result<Conf> {
+        let p: PtpConf = a.conf.plugin()?;
+        match p.ip_masq_backend.as_deref() {
+            None | Some("nftables") => {}
+            Some("iptables") => log::info(format_args!(
+                "ipMasqBackend \"iptables\" is served by nftables (nuage never runs the iptables binaries)"
+            )),
+            Some(other) => {
+                return Err(Error::config(format!("unknown ipmasq backend {other:?}"))
+                    .with_details("ipMasqBackend must be \"nftables\" or \"iptables\""))
+            }
+        }
+        let mtu = u32::try_from(p.mtu).map_err(|_| {
+            Error::config(format!("invalid MTU {}", p.mtu))
+                .with_details("mtu is 0 (the kernel default) or a positive number")
+        })?;
+        Ok(Conf {
+            ip_masq: p.ip_masq,
+            mtu: (mtu != 0).then_some(mtu),
+            ipam: !a.conf.ipam_type().is_empty(),
+        })
+    }
+
+    /// ptp routes the addresses IPAM gives: without IPAM there is nothing to do.
+    pub fn require_ipam(&self) -> Result<()> {
+        if self.ipam {
+            return Ok(());
+        }
+        Err(Error::config("ptp requires an IPAM configuration")
+            .with_details("add an \"ipam\" section, e.g. {\"type\": \"host-local\", \"subnet\": \"10.1.1.0/24\"}"))
+    }
+}

@@ -1,0 +1,329 @@
+//! The veth pair of a ptp attachment, its addresses and routes on both
+//! sides, and their checks.
+//!
+//! A veth cannot be `IFF_POINTOPOINT`, so, as the reference does, the
+//! container gets its address with the IPAM prefix (`10.1.1.5/24`), the
+//! connected route `10.1.1.0/24 dev eth0` is replaced by a link route to the
+//! gateway alone (`10.1.1.1/32 dev eth0 scope link src 10.1.1.5`) and the
+//! subnet via the gateway (`10.1.1.0/24 via 10.1.1.1 src 10.1.1.5`): every
+//! packet goes to the host, which holds the gateway address on its end of
+//! the veth (`10.1.1.1/32`) and a host route to the container
+//! (`10.1.1.5/32 dev veth...`), and routes between containers.
+
+use std::io::Read;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use nuage_core::netlink::{Link, MacAddr, Netlink, RouteSpec, VethSpec};
+use nuage_core::netns::NetNs;
+use nuage_core::rollback::Undo;
+use nuage_core::skel::CmdArgs;
+use nuage_core::spec::CniResult;
+use nuage_core::{ifconfig, sysctl, Error, Result, ResultExt};
+
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const RT_SCOPE_HOST: u8 = 254;
+
+/// `ifname` must be free in the container (checked before any change).
+pub fn check_free(ctr: &mut Netlink, ns: &NetNs, ifname: &str) -> Result<()> {
+    if ctr.link_by_name(ifname)?.is_some() {
+        return Err(
+            Error::internal(format!("container veth name {ifname:?} already exists")).with_details(
+                format!(
+                    "netns {} already has {ifname}: DEL the old attachment first",
+                    ns.path().display()
+                ),
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The veth pair: the container end (`ifname`) is created directly in the
+/// container namespace, the host end (`veth<8 hex>`) gets `accept_ra=0` and
+/// no DAD (its gateway addresses are the host's), and goes up.
+/// Returns (host end, container end).
+///
+/// Equivalent to: `ip link add veth<8hex> [mtu M] type veth peer name <ifname>
+/// netns <ns>; ip link set veth<8hex> up`
+pub fn create_veth(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ns: &NetNs,
+    mtu: Option<u32>,
+    ifname: &str,
+    undo: &mut Undo,
+) -> Result<(Link, Link)> {
+    let mut attempt = 0;
+    let name = loop {
+        let name = format!("veth{:08x}", random_u32());
+        let spec = VethSpec {
+            name: &name,
+            peer_name: ifname,
+            mtu,
+            peer_netns: Some(ns),
+            ..Default::default()
+        };
+        match host.create_veth(&spec) {
+            Ok(()) => break name,
+            // A random name taken on the host: try another (the container
+            // name was checked free before).
+            Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
+                attempt += 1
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let hv = host
+        .link_by_name(&name)?
+        .ok_or_else(|| Error::internal(format!("veth {name:?} vanished after creation")))?;
+    let index = hv.index;
+    // Deleting one end deletes both, and the routes through them.
+    undo.push(format!("veth {name}"), move || {
+        Netlink::new()?
+            .del_link(index)
+            .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
+    });
+    for key in ["accept_ra", "accept_dad"] {
+        write_if_present(&format!("net/ipv6/conf/{name}/{key}"), "0")?;
+    }
+    host.set_up(index)?;
+    let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
+        Error::internal(format!("container veth {ifname:?} vanished after creation"))
+    })?;
+    let hv = host.link_by_index(index)?.unwrap_or(hv);
+    Ok((hv, cv))
+}
+
+/// The container side: addresses and IPAM routes (`ConfigureIface`), then
+/// the connected routes replaced by routes through the gateway.
+///
+/// Equivalent to, per address: `ip addr add 10.1.1.5/24 dev eth0; ip route
+/// del 10.1.1.0/24 dev eth0; ip route add 10.1.1.1/32 dev eth0 scope link
+/// src 10.1.1.5; ip route add 10.1.1.0/24 via 10.1.1.1 dev eth0 src 10.1.1.5`
+pub fn configure_container(
+    ctr: &mut Netlink,
+    ns: &NetNs,
+    ifname: &str,
+    result: &CniResult,
+) -> Result<()> {
+    if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
+        // No DAD on a link whose only other end is the host: a tentative
+        // address could not be a route's `src` yet, and would delay ADD.
+        ns.run(|| write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
+    }
+    ifconfig::configure_iface(ctr, ns, ifname, result)?;
+    let link = ctr
+        .link_by_name(ifname)?
+        .ok_or_else(|| Error::internal(format!("container veth {ifname:?} vanished")))?;
+    if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
+        wait_not_tentative(ctr, &link)?;
+    }
+    for ip in &result.ips {
+        let gw = gateway(ip.address, ip.gateway)?;
+        let (addr, subnet) = (ip.address.ip(), network_of(ip.address));
+        let connected = RouteSpec {
+            oif: Some(link.index),
+            ..RouteSpec::new(subnet)
+        };
+        ignore(ctr.del_route(&connected), Error::is_not_found)
+            .context("ptp: delete the connected route")?;
+        let to_gw = RouteSpec {
+            oif: Some(link.index),
+            scope: Some(RT_SCOPE_LINK),
+            src: Some(addr),
+            ..RouteSpec::new(IpNetwork::from(gw))
+        };
+        let via_gw = RouteSpec {
+            gw: Some(gw),
+            oif: Some(link.index),
+            scope: Some(RT_SCOPE_UNIVERSE),
+            src: Some(addr),
+            ..RouteSpec::new(subnet)
+        };
+        // Two addresses of one family with one gateway share these routes.
+        for spec in [to_gw, via_gw] {
+            ignore(ctr.add_route(&spec), Error::is_exists).context("ptp")?;
+        }
+    }
+    Ok(())
+}
+
+/// The host side: the gateway address on the host end, and a route to each
+/// container address through it (replacing a stale one of a dead container).
+///
+/// Equivalent to, per address: `ip addr add 10.1.1.1/32 dev veth<8hex>;
+/// ip route replace 10.1.1.5/32 dev veth<8hex> scope host`
+pub fn configure_host(host: &mut Netlink, hv: &Link, result: &CniResult) -> Result<()> {
+    for ip in &result.ips {
+        let gw = gateway(ip.address, ip.gateway)?;
+        ignore(
+            host.add_addr(hv.index, IpNetwork::from(gw)),
+            Error::is_exists,
+        )
+        .with_context(|| format!("failed to add IP addr {gw} to veth"))?;
+        // Scope host, as the reference's `AddHostRoute`.
+        let to_ctr = RouteSpec {
+            oif: Some(hv.index),
+            scope: Some(RT_SCOPE_HOST),
+            ..RouteSpec::new(IpNetwork::from(ip.address.ip()))
+        };
+        host.replace_route(&to_ctr)
+            .context("failed to add route on host")?;
+    }
+    Ok(())
+}
+
+/// The gateway of an address: ptp cannot work without one.
+pub fn gateway(address: IpNetwork, gw: Option<IpAddr>) -> Result<IpAddr> {
+    gw.ok_or_else(|| {
+        Error::internal(format!("IPAM gave {address} without a gateway: ptp routes everything through it"))
+            .with_details("set \"gateway\" in the IPAM config (host-local defaults it to the subnet's first address)")
+    })
+}
+
+/// CHECK: the container end is a veth with the recorded MAC in the recorded
+/// sandbox; the host end exists, holds the gateways and routes to the
+/// container; the addresses and routes of `prev` are in place.
+pub fn check(
+    host: &mut Netlink,
+    ctr: &mut Netlink,
+    ns: &NetNs,
+    a: &CmdArgs,
+    prev: &CniResult,
+) -> Result<()> {
+    let netns = a.netns.as_deref().unwrap_or("");
+    let iface = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == a.ifname && i.sandbox == netns)
+        .ok_or_else(|| {
+            let sandbox = prev
+                .interfaces
+                .iter()
+                .find(|i| i.name == a.ifname)
+                .map_or("", |i| i.sandbox.as_str());
+            Error::internal(format!(
+                "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
+            ))
+        })?;
+    let cv = ctr.link_by_name(&a.ifname)?.ok_or_else(|| {
+        Error::internal(format!(
+            "ptp: Container Interface name in prevResult: {} not found",
+            a.ifname
+        ))
+    })?;
+    if cv.kind.as_deref() != Some("veth") {
+        return Err(Error::internal(format!(
+            "Error: Container interface {} not of type veth/p2p",
+            a.ifname
+        )));
+    }
+    let mac = cv.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+    if !iface.mac.is_empty() && !iface.mac.eq_ignore_ascii_case(&mac) {
+        return Err(Error::internal(format!(
+            "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
+            a.ifname, iface.mac
+        )));
+    }
+    ifconfig::check_iface(ctr, ns, &a.ifname, prev)?;
+
+    let Some(host_name) = prev
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_empty())
+        .map(|i| i.name.as_str())
+    else {
+        return Ok(());
+    };
+    let hv = host.link_by_name(host_name)?.ok_or_else(|| {
+        Error::internal(format!(
+            "ptp: host veth {host_name} (of {}) not found",
+            a.ifname
+        ))
+    })?;
+    let addrs = host.addrs(Some(hv.index))?;
+    let routes = host.routes(None)?;
+    for ip in &prev.ips {
+        let Some(gw) = ip.gateway else { continue };
+        if !addrs.iter().any(|x| x.address.ip() == gw) {
+            return Err(Error::internal(format!(
+                "ptp: gateway {gw} is missing on host veth {host_name}"
+            )));
+        }
+        let dst = IpNetwork::from(ip.address.ip());
+        if !routes
+            .iter()
+            .any(|r| r.dst == dst && r.oif == Some(hv.index))
+        {
+            return Err(Error::internal(format!(
+                "ptp: host route to {dst} via {host_name} is missing"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Waits until no IPv6 address of `link` is tentative.
+///
+/// Kernel quirk: even with `accept_dad=0` a new IPv6 address starts
+/// tentative, until the addrconf work item runs (asynchronously, after the
+/// address is added or the link goes up); a tentative address cannot be a
+/// route's `src` ("Invalid source address"). This takes a millisecond or
+/// so, not the seconds of the DAD the reference waits for.
+fn wait_not_tentative(nl: &mut Netlink, link: &Link) -> Result<()> {
+    const IFA_F_DADFAILED: u32 = 0x08;
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        let addrs = nl.addrs(Some(link.index))?;
+        if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+            return Err(Error::internal(format!(
+                "{} on {}: duplicate address detected",
+                a.address, link.name
+            )));
+        }
+        if !addrs
+            .iter()
+            .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
+        {
+            return Ok(());
+        }
+    }
+    Err(Error::internal(format!(
+        "IPv6 addresses of {} are still tentative after 2 s",
+        link.name
+    )))
+}
+
+/// `10.1.1.0/24` of `10.1.1.5/24`.
+pub fn network_of(n: IpNetwork) -> IpNetwork {
+    IpNetwork::new(n.network(), n.prefix()).unwrap_or(n)
+}
+
+fn ignore(r: Result<()>, benign: fn(&Error) -> bool) -> Result<()> {
+    match r {
+        Err(e) if benign(&e) => Ok(()),
+        r => r,
+    }
+}
+
+/// A sysctl write skipped when the key does not exist (IPv6 off).
+fn write_if_present(key: &str, value: &str) -> Result<()> {
+    ignore(sysctl::write(key, value), Error::is_not_found)
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return t.subsec_nanos() ^ std::process::id();
+    }
+    u32::from_ne_bytes(b)
+}

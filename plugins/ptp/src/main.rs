@@ -1,0 +1,221 @@
+//! `ptp`: one veth pair per container, routed (not bridged) by the host.
+//!
+//! ADD: validate, allocate addresses (in-process IPAM), enable forwarding,
+//! create the veth with its peer directly in the container, route the
+//! container through the host end and the host to the container,
+//! masquerade (nftables). Every step is undone if a later one fails.
+//! DEL: stop masquerading, release the addresses, delete the veth; each step
+//! runs even if another failed, and none needs the netns.
+
+mod config;
+mod link;
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use nuage_core::netlink::{MacAddr, Netlink};
+use nuage_core::nft::{self, Attachment};
+use nuage_core::rollback::Undo;
+use nuage_core::skel::{self, CmdArgs, Plugin};
+use nuage_core::spec::{CniResult, Interface};
+use nuage_core::{sysctl, Code, Error, Errors, Result, ResultExt};
+
+use config::Conf;
+
+struct Ptp;
+
+impl Plugin for Ptp {
+    fn name(&self) -> &'static str {
+        "ptp"
+    }
+
+    fn add(&self, a: &CmdArgs) -> Result<CniResult> {
+        let conf = Conf::load(a)?;
+        conf.require_ipam()?;
+        let ns = a.open_netns()?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        link::check_free(&mut ctr, &ns, &a.ifname)?;
+
+        let mut undo = Undo::new();
+        let ipam = nuage_ipam::add(a)?;
+        undo.push("IPAM lease", || nuage_ipam::del(a));
+        if ipam.ips.is_empty() {
+            return Err(Error::internal("IPAM plugin returned missing IP config"));
+        }
+        for ip in &ipam.ips {
+            link::gateway(ip.address, ip.gateway)?;
+        }
+        enable_forwarding(&ipam.ips.iter().map(|ip| ip.address).collect::<Vec<_>>())
+            .context("Could not enable IP forwarding")?;
+
+        let (hv, cv) = link::create_veth(&mut host, &mut ctr, &ns, conf.mtu, &a.ifname, &mut undo)?;
+        let mac = |m: Option<[u8; 6]>| m.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+        let mut result = CniResult {
+            cni_version: a.conf.cni_version.clone(),
+            interfaces: vec![
+                Interface {
+                    name: hv.name.clone(),
+                    mac: mac(hv.mac),
+                    ..Default::default()
+                },
+                Interface {
+                    name: a.ifname.clone(),
+                    mac: mac(cv.mac),
+                    sandbox: a.netns.clone().unwrap_or_default(),
+                    ..Default::default()
+                },
+            ],
+            ips: ipam.ips,
+            routes: ipam.routes,
+            dns: ipam.dns,
+        };
+        for ip in &mut result.ips {
+            ip.interface = Some(1);
+        }
+        link::configure_container(&mut ctr, &ns, &a.ifname, &result)?;
+        link::configure_host(&mut host, &hv, &result)?;
+        if conf.ip_masq {
+            let subnets: Vec<IpNetwork> = result
+                .ips
+                .iter()
+                .map(|ip| link::network_of(ip.address))
+                .collect();
+            let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
+            nft::masq::add(&a.conf.name, &subnets, &ips, &attachment(a))?;
+            undo.push("masquerade", move || nft::masq::del(&a.conf.name, &ips));
+        }
+        // Only a `dns` given to ptp replaces IPAM's.
+        if let Some(dns) = a.conf.dns.as_ref().filter(|d| !d.is_empty()) {
+            result.dns = dns.clone();
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    fn del(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let mut errs = Errors::new();
+        // Before the addresses go back to IPAM (another container could get
+        // them), and found by this attachment's element comments: no need
+        // for prevResult or the netns.
+        if conf.ip_masq {
+            errs.collect(masq_del(a));
+        }
+        if conf.ipam {
+            errs.collect(nuage_ipam::del(a).context("release addresses"));
+        }
+        if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
+            // Deleting the container end deletes the host end, its gateway
+            // addresses and the host routes through it.
+            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
+                match ctr.link_by_name(&a.ifname)? {
+                    Some(l) => ctr.del_link(l.index).or_else(|e| {
+                        if e.is_not_found() {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    }),
+                    None => Ok(()),
+                }
+            }));
+        }
+        errs.into_result()
+    }
+
+    fn check(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        conf.require_ipam()?;
+        let ns = a.open_netns()?;
+        nuage_ipam::check(a)?;
+        let prev = a
+            .prev_result()?
+            .ok_or_else(|| Error::internal("ptp: Required prevResult missing"))?;
+        let mut host = Netlink::new()?;
+        let mut ctr = Netlink::in_netns(&ns)?;
+        link::check(&mut host, &mut ctr, &ns, a, &prev)?;
+        if conf.ip_masq {
+            let subnets: Vec<IpNetwork> = prev
+                .ips
+                .iter()
+                .map(|ip| link::network_of(ip.address))
+                .collect();
+            let ips: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
+            nft::masq::check(&a.conf.name, &subnets, &ips, &attachment(a))?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        let Some(valid) = a.conf.valid_attachments.as_deref() else {
+            return Ok(());
+        };
+        let mut errs = Errors::new();
+        if conf.ipam {
+            errs.collect(nuage_ipam::gc(a));
+        }
+        if conf.ip_masq {
+            let valid: Vec<Attachment> = valid
+                .iter()
+                .map(|v| Attachment::new(&v.container_id, &v.ifname))
+                .collect();
+            errs.collect(nft::masq::gc(&a.conf.name, &valid));
+        }
+        errs.into_result()
+    }
+
+    fn status(&self, a: &CmdArgs) -> Result<()> {
+        let conf = Conf::load(a)?;
+        conf.require_ipam()
+            .and_then(|()| nuage_ipam::status(a))
+            .map_err(not_available)
+    }
+}
+
+fn attachment(a: &CmdArgs) -> Attachment<'_> {
+    Attachment::new(&a.container_id, &a.ifname)
+}
+
+/// Stops masquerading this attachment's addresses, whatever they were.
+fn masq_del(a: &CmdArgs) -> Result<()> {
+    let comment = nft::attachment_comment(&a.conf.name, &attachment(a));
+    let ips: Vec<IpAddr> = nft::masq::list(Some(&a.conf.name))?
+        .into_iter()
+        .filter(|m| m.comment.as_deref() == Some(comment.as_str()))
+        .map(|m| m.ip)
+        .collect();
+    nft::masq::del(&a.conf.name, &ips)
+}
+
+/// Equivalent to: sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
+/// (for the families present; read first, so a set value is not rewritten).
+fn enable_forwarding(addrs: &[IpNetwork]) -> Result<()> {
+    let keys = [
+        (true, "net/ipv4/ip_forward"),
+        (false, "net/ipv6/conf/all/forwarding"),
+    ];
+    for (v4, key) in keys {
+        if addrs.iter().any(|a| a.is_ipv4() == v4) && sysctl::read(key)?.trim() != "1" {
+            sysctl::write(key, "1")?;
+        }
+    }
+    Ok(())
+}
+
+/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (missing, not
+/// found, misconfigured) makes this plugin unavailable.
+fn not_available(e: Error) -> Error {
+    match e.code {
+        Code::NotAvailable | Code::LimitedConnectivity => e,
+        _ => Error {
+            code: Code::NotAvailable,
+            ..e
+        },
+    }
+}
+
+fn main() {
+    skel::run(&Ptp)
+}

@@ -1,0 +1,395 @@
+//! Behaviour of our `ptp`: every verb and version, the routes on both
+//! sides, connectivity (host, other containers, the outside with `ipMasq`),
+//! bad input, rollback of failing ADDs, DEL robustness, GC and STATUS.
+
+mod common;
+
+use common::*;
+use netns_tests::*;
+use serde_json::{json, Value};
+
+const NET: &str = "ptpnet";
+
+fn setup(tag: &str) -> Host {
+    require_root();
+    Host::new(tag)
+}
+
+fn conf(version: &str, extra: Value) -> String {
+    let mut v = json!({
+        "cniVersion": version,
+        "name": NET,
+        "type": "ptp",
+        "ipam": {"type": "host-local", "subnet": "10.60.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
+    });
+    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+        if x.is_null() {
+            v.as_object_mut().unwrap().remove(&k);
+        } else {
+            v[k] = x;
+        }
+    }
+    v.to_string()
+}
+
+#[track_caller]
+fn add(host: &Host, ns: &Netns, cid: &str, conf: &str) -> Value {
+    let out = cni(host, &ours(), "ADD", cid, Some(ns.path_str()), conf, &[]);
+    out.assert_success();
+    out.expect_json().clone()
+}
+
+#[track_caller]
+fn del(host: &Host, ns: Option<&str>, cid: &str, conf: &str) {
+    cni(host, &ours(), "DEL", cid, ns, conf, &[]).assert_success();
+}
+
+/// Routes of `ns` as "dst [via gw] [src s] [scope]" strings, sorted.
+fn route_lines(ns: &Netns, fam: Family) -> Vec<String> {
+    let mut v: Vec<String> = ns
+        .routes(fam)
+        .iter()
+        .filter(|r| !r["dst"].as_str().unwrap_or("").starts_with("fe80"))
+        .map(|r| {
+            let mut s = r["dst"].as_str().unwrap_or("?").to_string();
+            for (k, label) in [
+                ("gateway", "via"),
+                ("prefsrc", "src"),
+                ("scope", "scope"),
+                ("dev", "dev"),
+            ] {
+                if let Some(x) = r[k].as_str() {
+                    s += &format!(" {label} {x}");
+                }
+            }
+            s
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_version_add_check_del() {
+    let host = setup("ptp-versions");
+    for (i, v) in VERSIONS.iter().enumerate() {
+        let ctr = host.container("c");
+        let cid = format!("c{i}");
+        let c = conf(v, json!({"mtu": 1400}));
+        let res = add(&host, &ctr, &cid, &c);
+        let ip = if v.starts_with("0.1") || v.starts_with("0.2") {
+            res["ip4"]["ip"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string()
+        } else {
+            assert_json_subset(
+                &res,
+                &json!({"interfaces": [{}, {"name": "eth0", "sandbox": ctr.path_str()}], "ips": [{"interface": 1, "gateway": "10.60.0.1"}]}),
+            );
+            assert!(res["interfaces"][0].get("sandbox").is_none());
+            ip_of(&res, 0)
+        };
+        let veth = host
+            .netns()
+            .link_names()
+            .into_iter()
+            .find(|n| n.starts_with("veth"))
+            .expect("host veth");
+        assert_eq!(
+            route_lines(&ctr, Family::V4),
+            [
+                format!("10.60.0.0/24 via 10.60.0.1 src {ip} dev eth0"),
+                format!("10.60.0.1 src {ip} scope link dev eth0"),
+                "default via 10.60.0.1 dev eth0".to_string(),
+            ],
+        );
+        let host_addrs: Vec<String> = host
+            .netns()
+            .addr_cidrs(&veth)
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80"))
+            .collect();
+        assert_eq!(host_addrs, ["10.60.0.1/32"]);
+        assert!(
+            route_lines(host.netns(), Family::V4).contains(&format!("{ip} scope host dev {veth}"))
+        );
+        assert_eq!(
+            (
+                ctr.link("eth0").unwrap()["mtu"].as_u64(),
+                host.netns().link(&veth).unwrap()["mtu"].as_u64()
+            ),
+            (Some(1400), Some(1400))
+        );
+        assert_eq!(host.sysctl(host.netns(), "net.ipv4.ip_forward"), "1");
+        assert_eq!(
+            host.sysctl(host.netns(), &format!("net/ipv6/conf/{veth}/accept_ra")),
+            "0"
+        );
+        if !["0.1.0", "0.2.0", "0.3.0", "0.3.1"].contains(v) {
+            cni(
+                &host,
+                &ours(),
+                "CHECK",
+                &cid,
+                Some(ctr.path_str()),
+                &with_prev(&c, &res),
+                &[],
+            )
+            .assert_success();
+        }
+        del(&host, Some(ctr.path_str()), &cid, &c);
+        del(&host, Some(ctr.path_str()), &cid, &c);
+        assert_eq!(ctr.link_names(), ["lo"]);
+        assert_eq!(host.netns().link_names(), ["lo"]);
+    }
+    assert!(leases(&host, NET).is_empty());
+}
+
+#[test]
+fn check_notices_what_is_missing() {
+    let host = setup("ptp-check");
+    let ctr = host.container("c");
+    let c = conf("1.0.0", json!({"ipMasq": true}));
+    let res = add(&host, &ctr, "c1", &c);
+    let check = |conf: &str| {
+        cni(
+            &host,
+            &ours(),
+            "CHECK",
+            "c1",
+            Some(ctr.path_str()),
+            conf,
+            &[],
+        )
+    };
+    check(&with_prev(&c, &res)).assert_success();
+    assert_eq!(err_msg(&check(&c)), "ptp: Required prevResult missing");
+    let veth = res["interfaces"][0]["name"].as_str().unwrap();
+    host.netns().ip(&["route", "del", &ip_of(&res, 0)]);
+    assert!(err_msg(&check(&with_prev(&c, &res))).contains("host route"));
+    host.netns().ip(&[
+        "route",
+        "add",
+        &ip_of(&res, 0),
+        "dev",
+        veth,
+        "scope",
+        "host",
+    ]);
+    check(&with_prev(&c, &res)).assert_success();
+    host.exec("nft", &["flush", "map", "inet", "nuage", "masq4"])
+        .assert_success();
+    assert!(err_msg(&check(&with_prev(&c, &res))).contains("not in map"));
+    del(&host, Some(ctr.path_str()), "c1", &c);
+}
+
+#[test]
+fn containers_reach_the_host_each_other_and_with_masquerade_the_outside() {
+    let host = setup("ptp-ping");
+    // The outside: 192.0.2.0/24 behind the host's uplink; it has no route
+    // back to the containers, so only masqueraded traffic gets answers.
+    let wan = host.container("wan");
+    nic(&host, &wan, "up0", Some("192.0.2.1/24"));
+    wan.ip(&["addr", "add", "192.0.2.2/24", "dev", "up0-lan"]);
+    wan.set_lo_up();
+    let dual = json!({"type": "host-local", "ranges": [[{"subnet": "10.60.0.0/24"}], [{"subnet": "fd60::/64"}]], "routes": [{"dst": "0.0.0.0/0"}]});
+    let plain = conf("1.0.0", json!({"ipam": dual}));
+    let masq = conf("1.0.0", json!({"ipam": dual, "ipMasq": true}));
+    let (a, b) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &a, "ca", &plain);
+    let rb = add(&host, &b, "cb", &plain);
+    assert!(a.ping("10.60.0.1"), "container -> host (its gateway)");
+    assert!(host.netns().ping(&ip_of(&ra, 0)), "host -> container");
+    assert!(
+        a.ping(&ip_of(&rb, 0)),
+        "container -> container, through the host"
+    );
+    assert!(a.ping(&ip_of(&rb, 1)), "the same over IPv6");
+    assert!(
+        unreachable(&a, "192.0.2.2"),
+        "no masquerade, no way back from the outside"
+    );
+    del(&host, Some(a.path_str()), "ca", &plain);
+    let ra = add(&host, &a, "ca", &masq);
+    assert!(a.ping("192.0.2.2"), "masqueraded to the outside");
+    cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "ca",
+        Some(a.path_str()),
+        &with_prev(&masq, &ra),
+        &[],
+    )
+    .assert_success();
+    del(&host, Some(a.path_str()), "ca", &masq);
+    assert!(!host
+        .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
+        .stdout
+        .contains(&ip_of(&ra, 0)));
+    del(&host, Some(b.path_str()), "cb", &plain);
+}
+
+#[test]
+fn bad_input() {
+    let host = setup("ptp-bad");
+    let ctr = host.container("c");
+    let cases = [
+        (json!({"ipam": null}), "ptp requires an IPAM configuration"),
+        (
+            json!({"ipMasqBackend": "pf"}),
+            r#"unknown ipmasq backend "pf""#,
+        ),
+        (json!({"mtu": -5}), "invalid MTU -5"),
+        (
+            json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24"}]}}),
+            "without a gateway",
+        ),
+    ];
+    for (extra, msg) in cases {
+        let out = cni(
+            &host,
+            &ours(),
+            "ADD",
+            "c1",
+            Some(ctr.path_str()),
+            &conf("1.0.0", extra.clone()),
+            &[],
+        );
+        assert!(err_msg(&out).contains(msg), "{extra}: {out}");
+    }
+    ctr.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &conf("1.0.0", json!({})),
+        &[],
+    );
+    assert!(err_msg(&out).contains("already exists"), "{out}");
+    assert_eq!(host.netns().link_names(), ["lo"]);
+    assert!(leases(&host, NET).is_empty());
+}
+
+#[test]
+fn failing_adds_are_rolled_back() {
+    let host = setup("ptp-rollback");
+    let ctr = host.container("c");
+    let cases = [
+        // IPAM fails: nothing was made yet.
+        (
+            "IPAM",
+            json!({"ipam": {"type": "host-local", "subnet": "10.60.0.0/24", "rangeStart": "10.61.0.5"}}),
+        ),
+        // No gateway: the lease goes.
+        (
+            "gateway",
+            json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24"}]}}),
+        ),
+        // A container route fails after the veth exists: lease and veth go.
+        (
+            "route",
+            json!({"ipam": {"type": "host-local", "subnet": "10.60.0.0/24", "routes": [{"dst": "10.99.0.0/16", "gw": "192.0.2.1"}]}}),
+        ),
+    ];
+    for (what, extra) in cases {
+        let out = cni(
+            &host,
+            &ours(),
+            "ADD",
+            "c1",
+            Some(ctr.path_str()),
+            &conf("1.0.0", extra),
+            &[],
+        );
+        out.assert_failure();
+        assert_eq!(ctr.link_names(), ["lo"], "{what}: {out}");
+        assert_eq!(host.netns().link_names(), ["lo"], "{what}");
+        assert!(leases(&host, NET).is_empty(), "{what}");
+    }
+    // A stale host route to the address (a dead container's) is replaced.
+    host.netns().ip(&[
+        "link", "add", "stale0", "type", "veth", "peer", "name", "stale1",
+    ]);
+    host.netns().ip(&["link", "set", "stale0", "up"]);
+    host.netns()
+        .ip(&["route", "add", "10.60.0.9/32", "dev", "stale0"]);
+    let fixed = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24", "gateway": "10.60.0.1"}]}}),
+    );
+    add(&host, &ctr, "c1", &fixed);
+    assert!(host.netns().ping("10.60.0.9"));
+    del(&host, Some(ctr.path_str()), "c1", &fixed);
+}
+
+#[test]
+fn del_is_idempotent_and_needs_no_netns() {
+    let host = setup("ptp-del");
+    let c = conf("1.0.0", json!({"ipMasq": true}));
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "c1", &c);
+    let path = ctr.path_str().to_string();
+    drop(ctr);
+    // The veth died with the namespace; masquerade and lease are still ours
+    // to clean, without prevResult.
+    for _ in 0..2 {
+        del(&host, Some(&path), "c1", &c);
+    }
+    del(&host, None, "c1", &c);
+    assert!(leases(&host, NET).is_empty());
+    let map = host
+        .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
+        .stdout;
+    assert!(!map.contains(&ip_of(&res, 0)), "{map}");
+    assert_eq!(host.netns().link_names(), ["lo"]);
+}
+
+#[test]
+fn gc_and_status() {
+    let host = setup("ptp-gc");
+    let c = conf("1.1.0", json!({"ipMasq": true}));
+    assert_eq!(
+        cni(&host, &ours(), "STATUS", "", None, &c, &[])
+            .assert_success()
+            .stdout,
+        ""
+    );
+    cni(
+        &host,
+        &ours(),
+        "STATUS",
+        "",
+        None,
+        &conf("1.1.0", json!({"ipam": null})),
+        &[],
+    )
+    .assert_cni_error(50);
+    let (a, b) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &a, "ca", &c);
+    let rb = add(&host, &b, "cb", &c);
+    let gc = with(
+        &c,
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "ca", "ifname": "eth0"}]),
+    );
+    cni(&host, &ours(), "GC", "", None, &gc, &[]).assert_success();
+    assert_eq!(leases(&host, NET), [ip_of(&ra, 0)]);
+    let map = host
+        .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
+        .stdout;
+    assert!(
+        map.contains(&ip_of(&ra, 0)) && !map.contains(&ip_of(&rb, 0)),
+        "{map}"
+    );
+    del(&host, Some(a.path_str()), "ca", &c);
+    del(&host, Some(b.path_str()), "cb", &c);
+}
