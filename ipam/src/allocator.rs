@@ -4,8 +4,11 @@
 //! Cost: the duplicate check is an index lookup, and each candidate is one
 //! `linkat` (EEXIST when taken), starting right after the set's last
 //! reserved address. A range that is allocated round-robin therefore finds
-//! a free address at once however many leases it holds.
+//! a free address at once however many leases it holds. When the walk
+//! wraps into a densely leased part of the range, the directory is listed
+//! once and taken addresses are skipped in memory.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -14,6 +17,9 @@ use nuage_core::{Code, Error, Result};
 
 use crate::range::{Range, RangeSet};
 use crate::store::Store;
+
+/// Taken candidates in a row after which the directory is listed once.
+const DENSE_RUN: u128 = 64;
 
 /// An allocation request for one range set.
 #[derive(Debug, Clone, Copy)]
@@ -83,11 +89,21 @@ pub fn allocate(store: &mut Store, req: &Request<'_>) -> Result<IpConfig> {
 
     let lease = store.new_lease(req.container_id, req.ifname)?;
     let mut in_use: u128 = 0;
+    // After a run of taken addresses (a wrap into a dense part of the range),
+    // list the directory once and skip the taken ones without a syscall each.
+    let mut taken: Option<HashSet<IpAddr>> = None;
     for (ip, range) in set.candidates(store.last_reserved(req.index)) {
+        if taken.as_ref().is_some_and(|t| t.contains(&ip)) {
+            in_use += 1;
+            continue;
+        }
         if store.try_reserve(&lease, ip, req.index)? {
             return Ok(config(ip, range));
         }
         in_use += 1;
+        if in_use == DENSE_RUN && taken.is_none() {
+            taken = Some(store.leased()?);
+        }
     }
     Err(Error::new(
         Code::RangeExhausted,
@@ -210,5 +226,23 @@ mod tests {
         // The next dynamic allocation continues after the requested one.
         let c = allocate(&mut s, &req(&set, "c3", None)).unwrap();
         assert_eq!(c.address.to_string(), "10.0.0.78/24");
+    }
+
+    #[test]
+    fn dense_wrap_skips_taken_addresses() {
+        let t = TempDir::new("alloc3");
+        let mut s = Store::open(&t.0.join("n")).unwrap();
+        let set = set("10.0.0.0/23");
+        // Fill all but one address, then point last_reserved at the end.
+        for i in 0..509u32 {
+            let id = format!("c{i}");
+            let c = allocate(&mut s, &req(&set, &id, None)).unwrap();
+            s.record(&id, "eth0", &[c.address.ip()]).unwrap();
+        }
+        s.release("c300", "eth0").unwrap();
+        let c = allocate(&mut s, &req(&set, "x", None)).unwrap();
+        assert_eq!(c.address.to_string(), "10.0.1.46/23");
+        let e = allocate(&mut s, &req(&set, "y", None)).unwrap_err();
+        assert!(e.msg.contains("509 of 509 addresses in use"), "{}", e.msg);
     }
 }

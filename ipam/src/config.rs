@@ -63,14 +63,14 @@ pub struct HostLocalConf {
 }
 
 impl HostLocalConf {
-    /// Parses and validates the host-local view of `conf` for ADD, DEL and
-    /// CHECK; `cni_args` is the raw `CNI_ARGS`.
+    /// Parses and validates the host-local view of `conf` for ADD and CHECK;
+    /// `cni_args` is the raw `CNI_ARGS`.
     pub fn parse(conf: &NetConf, cni_args: &str) -> Result<Self> {
         Self::parse_with(conf, cni_args, true)
     }
 
-    /// The same for GC and STATUS, which get neither `CNI_ARGS` nor
-    /// `runtimeConfig`: ranges are validated when present but not required
+    /// The same for DEL, GC and STATUS, which only need the store: `CNI_ARGS`
+    /// is not read, and ranges are validated when present but not required
     /// (they may come only from the `ipRanges` capability at ADD time).
     pub fn parse_for_store(conf: &NetConf) -> Result<Self> {
         Self::parse_with(conf, "", false)

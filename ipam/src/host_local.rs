@@ -137,6 +137,8 @@ fn allocate_all(
         let got: Vec<IpAddr> = ips.iter().map(|c| c.address.ip()).collect();
         if let Err(re) = store.release_ips(id, ifname, &got) {
             log::warn(format_args!("rolling back {got:?} failed: {re}"));
+            // The index may now disagree with the leases: leave it to be rebuilt.
+            store.abandon();
         }
         Err(e)
     };
@@ -163,8 +165,12 @@ fn allocate_all(
 
 /// DEL: releases the attachment's leases (or, when it holds none, the legacy
 /// id-only leases of the container). Succeeds when there is nothing to do.
+///
+/// DEL needs only the store: ranges (which may come from the `ipRanges`
+/// capability) and `CNI_ARGS` are not required, so a DEL without them still
+/// releases.
 pub fn del(a: &CmdArgs) -> Result<()> {
-    let conf = HostLocalConf::parse(&a.conf, &a.args)?;
+    let conf = HostLocalConf::parse_for_store(&a.conf)?;
     let Some(mut store) = Store::open_existing(&conf.store_dir())? else {
         return Ok(());
     };

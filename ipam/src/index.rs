@@ -36,7 +36,7 @@ const SLOT: usize = 64;
 const CHUNK: u64 = 64;
 const MIN_SLOTS: u64 = 256;
 const INLINE: usize = 2;
-/// Slot count value for an attachment with more than [`INLINE`] addresses.
+/// Slot count value for an attachment with more addresses than a slot holds (two).
 pub const OVERFLOW: u8 = 255;
 
 const EMPTY: u8 = 0;

@@ -127,6 +127,8 @@ pub struct Store {
     index: Index,
     /// The fingerprint has been spoilt and must be rewritten.
     dirty: bool,
+    /// [`Store::abandon`] was called: never rewrite the fingerprint.
+    abandoned: bool,
     /// This boot's id (part of the fingerprint).
     boot: String,
     /// The contents of `last_reserved_ip.0`, `.1`, ... up to the first
@@ -184,6 +186,7 @@ impl Store {
             _lock: lock,
             index,
             dirty: false,
+            abandoned: false,
             boot: String::from_utf8_lossy(&boot).trim().to_string(),
             last: Vec::new(),
         };
@@ -393,6 +396,16 @@ impl Store {
         self.index.put(&Key::of(id, ifname), ips)
     }
 
+    /// The addresses that have a lease file (names only, one directory read).
+    pub fn leased(&self) -> Result<HashSet<IpAddr>> {
+        let rd = fs::read_dir(&self.dir)
+            .map_err(|e| Error::os(format!("read {}", self.dir.display()), e))?;
+        Ok(rd
+            .flatten()
+            .filter_map(|e| lease_name(e.file_name().to_str()?))
+            .collect())
+    }
+
     /// Every lease in the directory (O(number of leases)), plus the names of
     /// leftover temporary files.
     fn scan(&self) -> Result<(BTreeMap<IpAddr, Holder>, Vec<PathBuf>)> {
@@ -474,11 +487,17 @@ impl Store {
         Ok(report)
     }
 
+    /// Gives up on this operation's changes to the index: the fingerprint
+    /// stays spoilt, so the next operation rebuilds the index from the leases.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+    }
+
     /// Writes the fingerprint back if this store was changed. Call when the
     /// operation is complete and the index matches the leases again; until
     /// then (or if the process dies first) the next operation rebuilds.
     pub fn commit(&mut self) -> Result<()> {
-        if !self.dirty {
+        if !self.dirty || self.abandoned {
             return Ok(());
         }
         let fp = self.fingerprint()?;

@@ -138,3 +138,50 @@ fn adds_and_dels_interleaved_lose_nothing() {
         }
     }
 }
+
+#[test]
+fn gc_concurrent_with_adds_keeps_every_valid_lease() {
+    let t = TempDir::new("gc-race");
+    let c = conf(&t);
+    let ids: Vec<String> = (0..32).map(|i| format!("g{i}")).collect();
+    let mut g = c.clone();
+    g["cni.dev/valid-attachments"] = Value::Array(
+        ids.iter()
+            .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+            .collect(),
+    );
+    // A stale lease that every GC may reclaim.
+    assert!(Call::new(HOST_LOCAL, "ADD", "stale").run(&c).ok);
+    let mut children = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        children.push(("ADD", Call::new(HOST_LOCAL, "ADD", id).spawn(&c)));
+        if i % 4 == 0 {
+            children.push(("GC", Call::new(HOST_LOCAL, "GC", "").spawn(&g)));
+        }
+    }
+    for (cmd, child) in children {
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let holders = by_holder(&t);
+    assert!(!holders.contains_key("stale\r\neth0"));
+    assert_eq!(holders.len(), 32);
+    assert!(holders.values().all(|ips| ips.len() == 2));
+    // Then a GC that keeps half.
+    g["cni.dev/valid-attachments"] = Value::Array(
+        ids[..16]
+            .iter()
+            .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+            .collect(),
+    );
+    assert!(Call::new(HOST_LOCAL, "GC", "").run(&g).ok);
+    assert_eq!(by_holder(&t).len(), 16);
+    for (id, out) in all_at_once("CHECK", &ids, &c) {
+        let n: usize = id[1..].parse().unwrap();
+        assert_eq!(out.ok, n < 16, "{id}");
+    }
+}

@@ -258,7 +258,12 @@ fn gc_with_ranges_only_from_the_capability() {
     let mut c = host_local_conf("1.1.0", t.str(), json!({}));
     c["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.50.0.0/24"}]]});
     assert!(Call::new(HOST_LOCAL, "ADD", "a").run(&c).ok);
-    let mut g = host_local_conf("1.1.0", t.str(), json!({}));
+    // DEL needs no ranges either (a runtime may not pass the capability).
+    assert!(Call::new(HOST_LOCAL, "ADD", "b").run(&c).ok);
+    let bare = host_local_conf("1.1.0", t.str(), json!({}));
+    assert!(Call::new(HOST_LOCAL, "DEL", "b").run(&bare).ok);
+    assert_eq!(leases(&t.path().join("net1")).len(), 1);
+    let mut g = bare.clone();
     g["cni.dev/valid-attachments"] = json!([]);
     let out = Call::new(HOST_LOCAL, "GC", "").run(&g);
     assert!(out.ok, "{out:?}");
@@ -292,4 +297,32 @@ fn version_and_about() {
     let out = Call::new(HOST_LOCAL, "VERSION", "").run(&json!({"cniVersion": "1.0.0"}));
     let v = out.json();
     assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn three_range_sets_and_legacy_leases() {
+    // More addresses than an index slot holds inline: looked up by a scan.
+    let t = TempDir::new("three");
+    let c = host_local_conf(
+        "1.0.0",
+        t.str(),
+        json!({"ranges": [[{"subnet": "10.11.0.0/24"}], [{"subnet": "10.12.0.0/24"}], [{"subnet": "fd11::/64"}]]}),
+    );
+    let out = Call::new(HOST_LOCAL, "ADD", "tri").run(&c);
+    assert_eq!(out.ips(), ["10.11.0.2/24", "10.12.0.2/24", "fd11::2/64"]);
+    assert!(!Call::new(HOST_LOCAL, "ADD", "tri").run(&c).ok, "duplicate");
+    assert!(Call::new(HOST_LOCAL, "CHECK", "tri").run(&c).ok);
+    assert!(Call::new(HOST_LOCAL, "DEL", "tri").run(&c).ok);
+    let dir = t.path().join("net1");
+    assert!(leases(&dir).is_empty());
+    // A legacy id-only lease (very old reference versions): CHECK finds it,
+    // DEL releases it when the attachment holds nothing else.
+    std::fs::write(dir.join("10.11.0.77"), "old").unwrap();
+    assert!(Call::new(HOST_LOCAL, "CHECK", "old").run(&c).ok);
+    assert!(
+        !Call::new(HOST_LOCAL, "ADD", "old").run(&c).ok,
+        "legacy lease is a duplicate"
+    );
+    assert!(Call::new(HOST_LOCAL, "DEL", "old").run(&c).ok);
+    assert!(leases(&dir).is_empty());
 }

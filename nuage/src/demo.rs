@@ -13,11 +13,27 @@ use serde_json::Value;
 
 use crate::{conf, Attachment, Cache, Runtime};
 
-/// The embedded default network of the demo.
+/// The embedded default network of the demo: a bridge with a gateway and
+/// masquerading, addresses from in-process host-local IPAM, `lo` up by the
+/// loopback plugin chained after it. `@DATADIR@` is the demo's own store.
 const NETWORK: &str = r#"{
   "cniVersion": "1.1.0",
   "name": "nuage-demo",
-  "plugins": [ { "type": "loopback" } ]
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "nuage0",
+      "isGateway": true,
+      "ipMasq": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "10.123.0.0/24" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }],
+        "dataDir": "@DATADIR@"
+      }
+    },
+    { "type": "loopback" }
+  ]
 }"#;
 
 /// A named network namespace under /run/netns, as `ip netns add` makes it;
@@ -85,19 +101,24 @@ fn sh(ns: &Namespace, cmd: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs the demo; plugins are taken from the directory of the `nuage`
-/// binary unless CNI_PATH says otherwise.
+/// Runs the demo. Everything happens in namespaces it creates: a "node"
+/// namespace where the plugins run (so the bridge and the nftables table
+/// live there, not on this machine), and one per container. Plugins are
+/// taken from the directory of the `nuage` binary unless CNI_PATH says
+/// otherwise.
 pub fn run() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(Error::internal(
             "the demo creates network namespaces: run it as root",
         ));
     }
-    let work = std::env::temp_dir().join(format!("nuage-demo-{}", std::process::id()));
+    let pid = std::process::id();
+    let work = std::env::temp_dir().join(format!("nuage-demo-{pid}"));
     let _cleanup = RemoveDir(work.clone());
     fs::create_dir_all(&work).map_err(|e| Error::os(format!("create {}", work.display()), e))?;
     let conf_path = work.join("10-nuage-demo.conflist");
-    fs::write(&conf_path, NETWORK).map_err(|e| Error::os("write demo network", e))?;
+    let network = NETWORK.replace("@DATADIR@", &work.join("ipam").display().to_string());
+    fs::write(&conf_path, network).map_err(|e| Error::os("write demo network", e))?;
     let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
@@ -113,7 +134,7 @@ pub fn run() -> Result<()> {
     };
     let list = conf::load(&work, "nuage-demo")?;
     step(format!(
-        "network {:?} ({}): {}",
+        "network {:?} (cniVersion {}): {}",
         list.name,
         list.cni_version,
         list.types().join(" -> ")
@@ -123,51 +144,94 @@ pub fn run() -> Result<()> {
             return Err(Error::config(format!("demo network is invalid: {msg}")));
         }
     }
+    let node = Namespace::create(&format!("nuage-demo-{pid}-node"))?;
+    sh(&node, &["ip", "link", "set", "lo", "up"])?;
+    step(format!(
+        "node namespace {} (the plugins run here)",
+        node.path.display()
+    ));
+    let node_ns = nuage_core::netns::NetNs::open(&node.path)?;
+    // Child processes inherit the netns of the thread that spawns them.
+    node_ns.run(|| in_node(&rt, &list, &node, pid))?
+}
 
+fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) -> Result<()> {
     let mut containers = Vec::new();
-    for i in 1..=2 {
-        let ns = Namespace::create(&format!("nuage-demo-{}-{i}", std::process::id()))?;
-        step(format!("container {i}: namespace {}", ns.path.display()));
+    for i in 1..=3 {
+        let ns = Namespace::create(&format!("nuage-demo-{pid}-c{i}"))?;
         let att = Attachment {
-            container_id: format!("nuage-demo-{}-{i}", std::process::id()),
+            container_id: format!("nuage-demo-{pid}-c{i}"),
             netns: ns.path.display().to_string(),
             ifname: "eth0".into(),
             ..Default::default()
         };
-        let result = rt.add(&list, &att)?;
-        let ips: Vec<&str> = result["ips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|ip| ip["address"].as_str())
-            .collect();
-        step(format!("container {i}: ADD gave {}", ips.join(", ")));
-        containers.push((ns, att));
+        let result = rt.add(list, &att)?;
+        let ip = result["ips"][0]["address"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let gw = result["ips"][0]["gateway"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        step(format!(
+            "container c{i} ({}): ADD eth0 {ip} via {gw}",
+            ns.path.display()
+        ));
+        containers.push((ns, att, ip, gw));
     }
-    for (i, (ns, att)) in containers.iter().enumerate() {
-        let addrs = sh(ns, &["ip", "-brief", "addr", "show", "lo"])?;
-        println!("    container {}: {}", i + 1, addrs.trim());
-        let ping = sh(ns, &["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
-        let summary = ping
+    let addr = |ip: &str| ip.split('/').next().unwrap_or("").to_string();
+    let ping = |from: &Namespace, to: &str| -> Result<String> {
+        let out = sh(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", to])?;
+        Ok(out
             .lines()
             .find(|l| l.contains("packets transmitted"))
             .unwrap_or("")
-            .trim();
-        println!("    container {}: ping 127.0.0.1: {summary}", i + 1);
-        rt.check(&list, att)?;
-        step(format!("container {}: CHECK ok", i + 1));
+            .trim()
+            .to_string())
+    };
+    for (i, (ns, _, _, gw)) in containers.iter().enumerate() {
+        let peer = &containers[(i + 1) % containers.len()];
+        println!(
+            "    c{} -> c{} {}: {}",
+            i + 1,
+            (i + 1) % containers.len() + 1,
+            addr(&peer.2),
+            ping(ns, &addr(&peer.2))?
+        );
+        println!("    c{} -> gateway {gw}: {}", i + 1, ping(ns, gw)?);
     }
-    for (i, (ns, att)) in containers.iter().enumerate() {
-        rt.del(&list, att)?;
-        let lo: Value = serde_json::from_str(&sh(ns, &["ip", "-j", "link", "show", "lo"])?)
+    let routes = sh(&containers[0].0, &["ip", "route"])?;
+    println!(
+        "    routes in c1: {}",
+        routes.lines().map(str::trim).collect::<Vec<_>>().join("; ")
+    );
+    let bridge = sh(node, &["ip", "-brief", "addr", "show", "nuage0"])?;
+    println!("    node bridge: {}", bridge.trim());
+    for (i, (_, att, _, _)) in containers.iter().enumerate() {
+        rt.check(list, att)?;
+        step(format!("c{}: CHECK ok", i + 1));
+    }
+    for (i, (ns, att, _, _)) in containers.iter().enumerate() {
+        rt.del(list, att)?;
+        let links: Value = serde_json::from_str(&sh(ns, &["ip", "-j", "link"])?)
             .map_err(|e| Error::decode(format!("ip -j output: {e}")))?;
-        let state = lo[0]["operstate"].as_str().unwrap_or("?").to_string();
-        step(format!("container {}: DEL done, lo is {state}", i + 1));
-        rt.del(&list, att)?;
-        step(format!("container {}: second DEL ok (idempotent)", i + 1));
+        let names: Vec<&str> = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str())
+            .collect();
+        step(format!(
+            "c{}: DEL done, links left: {}",
+            i + 1,
+            names.join(" ")
+        ));
+        rt.del(list, att)?;
     }
+    step("second DEL of every container ok (idempotent)");
     drop(containers);
-    step("namespaces removed; demo complete");
+    step("container and node namespaces removed; demo complete");
     Ok(())
 }
 

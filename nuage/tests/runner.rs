@@ -1327,36 +1327,37 @@ fn demo_runs_and_cleans_up() {
     let out = host.run(nuage_bin(), &["demo"], &[], "");
     out.assert_success();
     assert!(out.stdout.contains("demo complete"), "{out}");
-    // Every namespace the demo announced is gone.
-    let made: Vec<&str> = out
+    // Three containers, each pinging a peer and the gateway without loss.
+    let pings = out
         .stdout
         .lines()
-        .filter_map(|l| l.split(": namespace ").nth(1))
-        .map(str::trim)
+        .filter(|l| l.contains(" 0% packet loss"))
+        .count();
+    assert_eq!(pings, 6, "{out}");
+    assert_eq!(out.stdout.matches("CHECK ok").count(), 3, "{out}");
+    // Every namespace the demo announced (node + 3 containers) is gone.
+    let mut made: Vec<&str> = out
+        .stdout
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':')
+        .filter(|w| w.starts_with("/run/netns/nuage-demo-"))
         .collect();
-    assert_eq!(made.len(), 2, "{out}");
-    for p in made {
-        assert!(p.starts_with("/run/netns/nuage-demo-"), "{p}");
+    made.sort();
+    made.dedup();
+    assert_eq!(made.len(), 4, "{out}");
+    for p in &made {
         assert!(!Path::new(p).exists(), "{p} left behind");
     }
-    let pid_prefix = made_prefix(&out.stdout);
+    let (prefix, _) = made[0]
+        .trim_start_matches("/run/netns/")
+        .rsplit_once('-')
+        .unwrap();
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&pid_prefix))
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
         .collect();
     assert!(left.is_empty(), "demo namespaces left: {left:?}");
-}
-
-/// `nuage-demo-<pid>-` from the demo's "namespace /run/netns/..." lines.
-fn made_prefix(stdout: &str) -> String {
-    let p = stdout
-        .lines()
-        .find_map(|l| l.split(": namespace /run/netns/").nth(1))
-        .expect("a namespace line");
-    let (prefix, _) = p.trim().rsplit_once('-').unwrap();
-    format!("{prefix}-")
 }
 
 /// Cache entries written by libcni < 1.2 (this machine's 1.1.2, containerd

@@ -175,9 +175,10 @@ fn in_process(o: &Opts, dir: &Path, label: &str) -> bool {
         if add_ratio <= 2.0 { "PASS" } else { "FAIL" }
     );
 
-    // Another writer (the reference plugin, a person) touched the store:
-    // the first operation rebuilds the index once.
-    let _ = std::fs::remove_file(dir.join("full/.nuage/state"));
+    // Another writer touched the store (as the reference plugin does when
+    // it allocates): the first operation rebuilds the index once.
+    std::fs::write(dir.join("full/10.128.255.254"), "foreign\r\neth0").expect("foreign lease");
+    std::fs::write(dir.join("full/last_reserved_ip.0"), "10.128.255.254").expect("foreign last");
     let (r, d) = time(|| nuage_ipam::add(&cmd_args(Command::Add, "after-foreign", &full)));
     r.expect("ADD after a foreign write");
     let (_, d2) = time(|| nuage_ipam::add(&cmd_args(Command::Add, "after-rebuild", &full)));

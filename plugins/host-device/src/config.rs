@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use nuage_core::netlink::{Link, MacAddr, Netlink};
-use nuage_core::skel::CmdArgs;
+use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{Error, Result};
 use serde::Deserialize;
 
@@ -46,111 +46,46 @@ pub enum Selector {
 
 #[derive(Debug, Clone)]
 pub struct Conf {
-    pub selector: Selector,
+    /// `None` for DEL, GC and STATUS.
+    pub selector: Option<Selector>,
     pub ipam: bool,
     pub data_dir: PathBuf,
 }
 
 impl Conf {
+    /// Parses and validates the config. The device selector is checked for
+    /// ADD and CHECK only: DEL, GC and STATUS find devices by their records,
+    /// and must not fail because a device (a `deviceID`) is gone.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let hd: HostDeviceConf = a.conf.plugin()?;
-        let mut pci = Some(hd.pci_bus_id).filter(|s| !s.is_empty());
-        let mut aux = None;
-        let mut pci_key = "pciBusID";
-        if let Some(id) = a
-            .conf
-            .runtime("deviceID")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-        {
-            // The `deviceID` capability replaces `pciBusID`.
-            pci_key = "runtimeConfig.deviceID";
-            if bus_entry(SYS_BUS_PCI, id).is_some_and(|p| p.exists()) {
-                pci = Some(id.to_string());
-            } else if bus_entry(SYS_BUS_AUX, id).is_some_and(|p| p.exists()) {
-                pci = None;
-                aux = Some(id.to_string());
-            } else {
-                return Err(Error::config(format!(
-                    "runtime config DeviceID {id} not found or unsupported"
-                ))
-                .with_details(format!(
-                    "{id} is neither in {SYS_BUS_PCI} nor in {SYS_BUS_AUX}"
-                )));
-            }
-        }
-        let given: Vec<&str> = [
-            ("device", !hd.device.is_empty()),
-            ("hwaddr", !hd.hwaddr.is_empty()),
-            ("kernelpath", !hd.kernelpath.is_empty()),
-            (pci_key, pci.is_some() || aux.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(k, set)| set.then_some(k))
-        .collect();
-        if given.is_empty() {
-            return Err(Error::config(
-                r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#,
-            ));
-        }
-        if given.len() > 1 {
-            return Err(Error::config(
-                r#"specify only one of "device", "hwaddr", "kernelpath" or "pciBusID""#,
-            )
-            .with_details(format!(
-                "the config gives {}: keep the one that names the device",
-                given.join(" and ")
-            )));
-        }
-        let selector = if !hd.device.is_empty() {
-            Selector::Name(hd.device)
-        } else if !hd.hwaddr.is_empty() {
-            let mac: MacAddr = hd.hwaddr.parse().map_err(|e: Error| {
-                Error::config(format!(
-                    "failed to parse MAC address {:?}: {}",
-                    hd.hwaddr, e.msg
-                ))
-            })?;
-            Selector::Mac(mac.0)
-        } else if !hd.kernelpath.is_empty() {
-            let p = PathBuf::from(&hd.kernelpath);
-            let clean = p
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-            if !p.is_absolute() || !p.starts_with("/sys/devices/") || !clean {
-                return Err(Error::config(format!(
-                    "kernel device path {:?} must be absolute and begin with /sys/devices/",
-                    hd.kernelpath
-                )));
-            }
-            Selector::KernelPath(p)
-        } else if let Some(id) = aux {
-            Selector::Aux(id)
-        } else {
-            let id = pci.unwrap_or_default();
-            if bus_entry(SYS_BUS_PCI, &id).is_none() {
-                return Err(Error::config(format!("invalid PCI address {id:?}")));
-            }
-            Selector::Pci(id)
-        };
-        let data_dir = hd.data_dir.unwrap_or_else(|| PathBuf::from(DATA_DIR));
+        let data_dir = hd
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DATA_DIR));
         if !data_dir.is_absolute() {
             return Err(Error::config(format!(
                 "dataDir {} must be an absolute path",
                 data_dir.display()
             )));
         }
+        let strict = matches!(a.command, Command::Add | Command::Check);
         Ok(Conf {
-            selector,
+            selector: if strict { Some(selector(a, hd)?) } else { None },
             ipam: !a.conf.ipam_type().is_empty(),
             data_dir,
         })
     }
 
+    fn selected(&self) -> Result<&Selector> {
+        self.selector
+            .as_ref()
+            .ok_or_else(|| Error::internal("no device selector outside ADD and CHECK"))
+    }
+
     /// A PCI device bound to a user-space (DPDK) driver: there is no
     /// interface to move, the container gets the device some other way.
     pub fn dpdk(&self) -> Result<bool> {
-        let Selector::Pci(id) = &self.selector else {
+        let Selector::Pci(id) = self.selected()? else {
             return Ok(false);
         };
         let driver = Path::new(SYS_BUS_PCI).join(id).join("driver");
@@ -171,7 +106,7 @@ impl Conf {
             host.link_by_name(name)?
                 .ok_or_else(|| fail(format!("Link not found: no interface {name:?} on the host")))
         };
-        match &self.selector {
+        match self.selected()? {
             Selector::Name(name) => by_name(host, name),
             Selector::Mac(mac) => host
                 .links()?
@@ -211,6 +146,90 @@ impl Conf {
             }
         }
     }
+}
+
+/// The one way the config names the device (`deviceID` replaces `pciBusID`).
+fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<Selector> {
+    let mut pci = Some(hd.pci_bus_id).filter(|s| !s.is_empty());
+    let mut aux = None;
+    let mut pci_key = "pciBusID";
+    if let Some(id) = a
+        .conf
+        .runtime("deviceID")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        // The `deviceID` capability replaces `pciBusID`.
+        pci_key = "runtimeConfig.deviceID";
+        if bus_entry(SYS_BUS_PCI, id).is_some_and(|p| p.exists()) {
+            pci = Some(id.to_string());
+        } else if bus_entry(SYS_BUS_AUX, id).is_some_and(|p| p.exists()) {
+            pci = None;
+            aux = Some(id.to_string());
+        } else {
+            return Err(Error::config(format!(
+                "runtime config DeviceID {id} not found or unsupported"
+            ))
+            .with_details(format!(
+                "{id} is neither in {SYS_BUS_PCI} nor in {SYS_BUS_AUX}"
+            )));
+        }
+    }
+    let given: Vec<&str> = [
+        ("device", !hd.device.is_empty()),
+        ("hwaddr", !hd.hwaddr.is_empty()),
+        ("kernelpath", !hd.kernelpath.is_empty()),
+        (pci_key, pci.is_some() || aux.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if given.is_empty() {
+        return Err(Error::config(
+            r#"specify either "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        ));
+    }
+    if given.len() > 1 {
+        return Err(Error::config(
+            r#"specify only one of "device", "hwaddr", "kernelpath" or "pciBusID""#,
+        )
+        .with_details(format!(
+            "the config gives {}: keep the one that names the device",
+            given.join(" and ")
+        )));
+    }
+    let selector = if !hd.device.is_empty() {
+        Selector::Name(hd.device)
+    } else if !hd.hwaddr.is_empty() {
+        let mac: MacAddr = hd.hwaddr.parse().map_err(|e: Error| {
+            Error::config(format!(
+                "failed to parse MAC address {:?}: {}",
+                hd.hwaddr, e.msg
+            ))
+        })?;
+        Selector::Mac(mac.0)
+    } else if !hd.kernelpath.is_empty() {
+        let p = PathBuf::from(&hd.kernelpath);
+        let clean = p
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        if !p.is_absolute() || !p.starts_with("/sys/devices/") || !clean {
+            return Err(Error::config(format!(
+                "kernel device path {:?} must be absolute and begin with /sys/devices/",
+                hd.kernelpath
+            )));
+        }
+        Selector::KernelPath(p)
+    } else if let Some(id) = aux {
+        Selector::Aux(id)
+    } else {
+        let id = pci.unwrap_or_default();
+        if bus_entry(SYS_BUS_PCI, &id).is_none() {
+            return Err(Error::config(format!("invalid PCI address {id:?}")));
+        }
+        Selector::Pci(id)
+    };
+    Ok(selector)
 }
 
 /// `<bus>/<id>`, unless `id` could leave the bus directory.

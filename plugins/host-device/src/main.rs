@@ -53,14 +53,12 @@ impl Plugin for HostDevice {
         let att = attachment(a);
         let sandbox = a.netns.clone().unwrap_or_default();
 
-        let rec = match dpdk {
-            // The device is driven from user space: nothing to move.
-            true => None,
-            false => Some(device::snapshot(
-                &conf.find(&mut host)?,
-                &a.container_id,
-                &a.ifname,
-            )),
+        // A device driven from user space (DPDK) has no interface to move.
+        let rec = if dpdk {
+            None
+        } else {
+            let dev = conf.find(&mut host)?;
+            Some(device::snapshot(&dev, &a.container_id, &a.ifname))
         };
 
         let mut undo = Undo::new();

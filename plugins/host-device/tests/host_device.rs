@@ -375,6 +375,8 @@ fn del_with_the_netns_gone() {
     del(&host, Some(&path), &c);
     del(&host, Some(&path), &c);
     del(&host, None, &c);
+    // DEL needs no device selector (it goes by its record).
+    del(&host, Some(&path), &conf("1.0.0", json!({"device": null})));
     assert!(leases(&host, NET).is_empty());
     assert_eq!(records(&host), 0);
     assert!(host.netns().link("hd0").is_none() && lan.link("hd0-lan").is_none());

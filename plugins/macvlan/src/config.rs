@@ -3,7 +3,7 @@
 
 use ipnetwork::IpNetwork;
 use nuage_core::netlink::{Link, MacAddr, MacvlanMode, Netlink};
-use nuage_core::skel::CmdArgs;
+use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
@@ -71,31 +71,17 @@ pub struct Conf {
 
 impl Conf {
     /// Parses and validates the config without looking at any link (DEL
-    /// must work when the master is gone).
+    /// must work when the master is gone). DEL, GC and STATUS only need to
+    /// know what to clean up: a bad mode, MAC or `CNI_ARGS` does not stop
+    /// them (the reference's DEL does not read them either).
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let mv: MacvlanConf = a.conf.plugin()?;
-        let mode = parse_mode(&mv.mode)?;
-        let args = a.cni_args()?;
-        args.check_known(&["IP", "MAC", "GATEWAY"])?;
-        let mut mac = None;
-        let conf_mac = Some(mv.mac.clone()).filter(|m| !m.is_empty());
-        let sources = [
-            ("mac", conf_mac),
-            ("CNI_ARGS MAC", args.get("MAC").map(str::to_string)),
-            ("args.cni.mac", str_of(a.conf.args_cni("mac"))),
-            ("runtimeConfig.mac", str_of(a.conf.runtime("mac"))),
-        ];
-        for (what, v) in sources {
-            if let Some(v) = v {
-                let m: MacAddr = v.parse().map_err(|_| {
-                    Error::config(format!(
-                        "invalid args {v} for MAC addr: {what} is not a MAC address"
-                    ))
-                    .with_details("use the form aa:bb:cc:dd:ee:ff")
-                })?;
-                mac = Some(m.0);
-            }
-        }
+        let strict = matches!(a.command, Command::Add | Command::Check);
+        let mode = match parse_mode(&mv.mode) {
+            Err(e) if strict => return Err(e),
+            r => r.unwrap_or(MacvlanMode::Bridge),
+        };
+        let mac = if strict { mac(a, &mv)? } else { None };
         let ipam = !a.conf.ipam_type().is_empty();
         let shim = match mv.host_shim {
             None | Some(ShimKey::On(false)) => None,
@@ -105,23 +91,26 @@ impl Conf {
         let shim = match shim {
             None => None,
             Some(s) => {
-                let fail = |msg: &str| Err(Error::config(format!("hostShim: {msg}")));
+                let fail = |msg: &str| match strict {
+                    true => Err(Error::config(format!("hostShim: {msg}"))),
+                    false => Ok(()),
+                };
                 if mv.link_in_container {
-                    return fail(
-                        "cannot be used with linkInContainer (the master is not on the host)",
-                    );
+                    fail("cannot be used with linkInContainer (the master is not on the host)")?;
                 }
                 if !matches!(mode, MacvlanMode::Bridge | MacvlanMode::Vepa) {
-                    return fail(&format!(
+                    fail(&format!(
                         "needs mode \"bridge\" (or \"vepa\"): in mode {mode} the host shim cannot talk to its sibling macvlans"
-                    ));
+                    ))?;
                 }
                 if !ipam {
-                    return fail("needs IPAM: the shim routes the containers' addresses");
+                    fail("needs IPAM: the shim routes the containers' addresses")?;
                 }
                 let name = s.name.unwrap_or_else(|| default_shim_name(&a.conf.name));
                 if nuage_core::skel::validate_ifname(&name).is_err() {
-                    return fail(&format!("invalid interface name {name:?}"));
+                    return Err(Error::config(format!(
+                        "hostShim: invalid interface name {name:?}"
+                    )));
                 }
                 Some(Shim {
                     name,
@@ -179,6 +168,32 @@ impl Conf {
     pub fn mtu(&self) -> Option<u32> {
         u32::try_from(self.mtu).ok().filter(|m| *m != 0)
     }
+}
+
+/// The container MAC: `mac`, then `CNI_ARGS` `MAC=`, then `args.cni.mac`,
+/// then `runtimeConfig.mac`; the last one given wins.
+fn mac(a: &CmdArgs, mv: &MacvlanConf) -> Result<Option<[u8; 6]>> {
+    let args = a.cni_args()?;
+    args.check_known(&["IP", "MAC", "GATEWAY"])?;
+    let sources = [
+        ("mac", Some(mv.mac.clone()).filter(|m| !m.is_empty())),
+        ("CNI_ARGS MAC", args.get("MAC").map(str::to_string)),
+        ("args.cni.mac", str_of(a.conf.args_cni("mac"))),
+        ("runtimeConfig.mac", str_of(a.conf.runtime("mac"))),
+    ];
+    let mut mac = None;
+    for (what, v) in sources {
+        if let Some(v) = v {
+            let m: MacAddr = v.parse().map_err(|_| {
+                Error::config(format!(
+                    "invalid args {v} for MAC addr: {what} is not a MAC address"
+                ))
+                .with_details("use the form aa:bb:cc:dd:ee:ff")
+            })?;
+            mac = Some(m.0);
+        }
+    }
+    Ok(mac)
 }
 
 fn str_of(v: Option<&serde_json::Value>) -> Option<String> {

@@ -4,7 +4,6 @@ use std::io::Read;
 
 use nuage_core::netlink::{Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
-use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
 use nuage_core::{sysctl, Error, Result, ResultExt};
@@ -12,71 +11,108 @@ use nuage_core::{sysctl, Error, Result, ResultExt};
 use crate::config::Conf;
 use crate::rtnl;
 
-/// `ifname` must be free in the container (checked before any change).
-pub fn check_free(ctr: &mut Netlink, ns: &NetNs, ifname: &str) -> Result<()> {
-    if ctr.link_by_name(ifname)?.is_some() {
-        return Err(Error::internal(format!(
-            "container interface name {ifname:?} already exists"
-        ))
-        .with_details(format!(
-            "netns {} already has {ifname}: DEL the old attachment first",
-            ns.path().display()
-        )));
-    }
-    Ok(())
-}
-
-/// Creates the macvlan on `master` directly in the container namespace
-/// under a temporary name, then renames it `ifname`: it is never visible
-/// on the host, so a host link called `ifname` cannot collide with it.
+/// Everything on the container's side before IPAM, in one visit of its
+/// namespace (each visit is a thread: on VMs, handing work to an idle vCPU
+/// is a noticeable part of an ADD). Returns a socket on the container's
+/// namespace, the master and the new macvlan, which is deleted again if a
+/// step fails.
 ///
-/// `parent` is the socket of the master's namespace (the host's, or the
-/// container's with `linkInContainer`).
+/// The macvlan is created on the master directly in the container's
+/// namespace, so a host link called `ifname` cannot collide with it.
+/// Kernel quirk: older kernels looked the new name up in the *requesting*
+/// namespace and answered `EEXIST` when the host had a link of that name
+/// (vishvananda/netlink#27, the reason the reference always creates under
+/// a temporary name); current ones (tested: 6.18) look in the target
+/// namespace. So on `EEXIST` the macvlan is created under a temporary name
+/// and renamed; otherwise not, as a rename costs an RCU grace period.
 ///
-/// Equivalent to: `ip link add mvtmp<8hex> link <master> [mtu M] [address A]
-/// netns <ns> type macvlan mode <mode> [bcqueuelen N]; ip -n <ns> link set
-/// mvtmp<8hex> name <ifname>`
-pub fn create<'a>(
-    parent: &mut Netlink,
-    ctr: &mut Netlink,
-    ns: &'a NetNs,
+/// With IPAM it gets `arp_notify`/`ndisc_notify` (gratuitous ARP and
+/// unsolicited neighbour advertisements when addresses change, so the
+/// segment learns the new MAC).
+///
+/// Equivalent to: `ip link add <ifname> link <master> [mtu M] [address A]
+/// netns <ns> type macvlan mode <mode> [bcqueuelen N]; ip netns exec <ns>
+/// sysctl net.ipv4.conf.<ifname>.arp_notify=1 net.ipv6.conf.<ifname>.ndisc_notify=1`
+pub fn setup(
+    host: &mut Netlink,
+    ns: &NetNs,
     conf: &Conf,
-    master: &Link,
     ifname: &str,
-    undo: &mut Undo<'a>,
-) -> Result<Link> {
-    let target = (!conf.link_in_container).then_some(ns);
-    let mut attempt = 0;
-    let tmp = loop {
-        let tmp = format!("mvtmp{:08x}", random_u32());
-        match parent.create_macvlan(&tmp, master.index, conf.mode, conf.mtu(), conf.mac, target) {
-            Ok(()) => break tmp,
-            Err(e) if e.is_exists() && attempt < 5 && ctr.link_by_name(&tmp)?.is_some() => {
-                attempt += 1
-            }
-            Err(e) => return Err(explain_create(e, conf, master)),
+) -> Result<(Netlink, Link, Link)> {
+    ns.run(|| {
+        let mut ctr = Netlink::new()?;
+        if ctr.link_by_name(ifname)?.is_some() {
+            return Err(Error::internal(format!(
+                "container interface name {ifname:?} already exists"
+            ))
+            .with_details(format!(
+                "netns {} already has {ifname}: DEL the old attachment first",
+                ns.path().display()
+            )));
         }
-    };
-    let link = ctr
-        .link_by_name(&tmp)?
-        .ok_or_else(|| Error::internal(format!("macvlan {tmp:?} vanished after creation")))?;
-    let index = link.index;
-    undo.push(format!("macvlan {ifname}"), move || {
-        Netlink::in_netns(ns)?.del_link(index).or_else(|e| {
-            if e.is_not_found() {
-                Ok(())
+        let master = conf.master(if conf.link_in_container {
+            &mut ctr
+        } else {
+            host
+        })?;
+        let target = (!conf.link_in_container).then_some(ns);
+        let mut create = |name: &str, ctr: &mut Netlink| {
+            let parent = if conf.link_in_container {
+                ctr
             } else {
+                &mut *host
+            };
+            parent.create_macvlan(name, master.index, conf.mode, conf.mtu(), conf.mac, target)
+        };
+        let mut name = ifname.to_string();
+        let mut attempt = 0;
+        loop {
+            match create(&name, &mut ctr) {
+                Ok(()) => break,
+                // A name taken on the host (old kernels), or a random one taken.
+                Err(e) if e.is_exists() && attempt < 5 && ctr.link_by_name(&name)?.is_none() => {
+                    attempt += 1;
+                    name = format!("mvtmp{:08x}", random_u32());
+                }
+                Err(e) => return Err(explain_create(e, conf, &master)),
+            }
+        }
+        let link = ctr
+            .link_by_name(&name)?
+            .ok_or_else(|| Error::internal(format!("macvlan {name:?} vanished after creation")))?;
+        let finish = |ctr: &mut Netlink| -> Result<Link> {
+            if let Some(len) = conf.bcqueuelen {
+                rtnl::set_bcqueuelen(link.index, len)?;
+            }
+            if conf.ipam {
+                // Best effort, as the reference (IPv6 may be off). Per-interface
+                // sysctls keep their values across a rename.
+                let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
+                let _ = sysctl::write(&format!("net/ipv6/conf/{name}/ndisc_notify"), "1");
+            }
+            if name != ifname {
+                ctr.set_name(link.index, ifname)
+                    .with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
+            }
+            ctr.link_by_index(link.index)?
+                .ok_or_else(|| Error::internal(format!("macvlan {ifname:?} vanished")))
+        };
+        match finish(&mut ctr) {
+            Ok(mv) => Ok((ctr, master, mv)),
+            Err(e) => {
+                let _ = ctr.del_link(link.index);
                 Err(e)
             }
-        })
-    });
-    if let Some(len) = conf.bcqueuelen {
-        ns.run(|| rtnl::set_bcqueuelen(index, len))??;
+        }
+    })?
+}
+
+/// Deletes link `index` of `ns`, if it is still there.
+pub fn delete(ns: &NetNs, index: u32) -> Result<()> {
+    match Netlink::in_netns(ns)?.del_link(index) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
     }
-    ctr.set_name(index, ifname)
-        .with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
-    ctr.link_by_index(index)?
-        .ok_or_else(|| Error::internal(format!("macvlan {ifname:?} vanished after rename")))
 }
 
 /// The kernel's errors, with what to do about them.
@@ -106,16 +142,6 @@ fn explain_create(e: Error, conf: &Conf, master: &Link) -> Error {
         Some(h) => e.with_details(h),
         None => e,
     }
-}
-
-/// Gratuitous ARP and unsolicited neighbour advertisements when the
-/// addresses change, so the segment's switches and hosts learn the new MAC.
-/// Best effort, as in the reference (IPv6 may be off).
-pub fn notify_sysctls(ns: &NetNs, ifname: &str) -> Result<()> {
-    ns.run(|| {
-        let _ = sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1");
-        let _ = sysctl::write(&format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1");
-    })
 }
 
 /// CHECK of the link: `prevResult` names `ifname` in this sandbox, and it is
@@ -174,7 +200,7 @@ fn mode_name(mode: Option<u32>) -> String {
         .map_or_else(|| format!("{mode:?}"), |m| m.to_string())
 }
 
-pub fn random_u32() -> u32 {
+fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))

@@ -34,31 +34,12 @@ impl Plugin for Macvlan {
         let conf = Conf::load(a)?;
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
-        let mut ctr = Netlink::in_netns(&ns)?;
-        link::check_free(&mut ctr, &ns, &a.ifname)?;
-        let master = conf.master(if conf.link_in_container {
-            &mut ctr
-        } else {
-            &mut host
-        })?;
-
+        let (mut ctr, master, mv) = link::setup(&mut host, &ns, &conf, &a.ifname)?;
         let mut undo = Undo::new();
-        let mv = if conf.link_in_container {
-            let mut parent = Netlink::in_netns(&ns)?;
-            link::create(
-                &mut parent,
-                &mut ctr,
-                &ns,
-                &conf,
-                &master,
-                &a.ifname,
-                &mut undo,
-            )?
-        } else {
-            link::create(
-                &mut host, &mut ctr, &ns, &conf, &master, &a.ifname, &mut undo,
-            )?
-        };
+        let (ns, index) = (&ns, mv.index);
+        undo.push(format!("macvlan {}", a.ifname), move || {
+            link::delete(ns, index)
+        });
         let mut result = CniResult {
             cni_version: a.conf.cni_version.clone(),
             interfaces: vec![Interface {
@@ -80,8 +61,7 @@ impl Plugin for Macvlan {
             for ip in &mut result.ips {
                 ip.interface = Some(0);
             }
-            link::notify_sysctls(&ns, &a.ifname)?;
-            ifconfig::configure_iface(&mut ctr, &ns, &a.ifname, &result)?;
+            ifconfig::configure_iface(&mut ctr, ns, &a.ifname, &result)?;
             if let Some(s) = &conf.shim {
                 let att = attachment(a);
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();

@@ -119,30 +119,36 @@ pub fn add(
         shim: shim.name.clone(),
         ips: ips.to_vec(),
     };
-    // Recorded first: a failure below leaves nothing DEL cannot find.
-    state.write(att, &rec)?;
-    let master_addrs = host.addrs(Some(master.index))?;
-    for &ip in ips {
-        let src = shim
-            .addresses
-            .iter()
-            .map(|a| a.ip())
-            .chain(
-                master_addrs
-                    .iter()
-                    .filter(|a| a.scope == 0)
-                    .map(|a| a.address.ip()),
-            )
-            .find(|a| a.is_ipv4() == ip.is_ipv4());
-        let spec = RouteSpec {
-            oif: Some(link.index),
-            src,
-            scope: Some(RT_SCOPE_LINK),
-            ..RouteSpec::new(host_net(ip))
-        };
-        host.replace_route(&spec).context("hostShim")?;
-    }
-    Ok(())
+    let route_all = |host: &mut Netlink| -> Result<()> {
+        // Recorded first: whatever happens below, DEL finds what was done.
+        state.write(att, &rec)?;
+        let master_addrs = host.addrs(Some(master.index))?;
+        for &ip in ips {
+            let src = shim
+                .addresses
+                .iter()
+                .map(|a| a.ip())
+                .chain(
+                    master_addrs
+                        .iter()
+                        .filter(|a| a.scope == 0)
+                        .map(|a| a.address.ip()),
+                )
+                .find(|a| a.is_ipv4() == ip.is_ipv4());
+            let spec = RouteSpec {
+                oif: Some(link.index),
+                src,
+                scope: Some(RT_SCOPE_LINK),
+                ..RouteSpec::new(host_net(ip))
+            };
+            host.replace_route(&spec).context("hostShim")?;
+        }
+        Ok(())
+    };
+    route_all(host).inspect_err(|_| {
+        // Undone here: the caller only records an undo step for a whole ADD.
+        let _ = remove(host, &state, &state.path(att), &rec);
+    })
 }
 
 /// The shim, created when missing: a macvlan sibling of the containers,
@@ -250,7 +256,8 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
     errs.into_result()
 }
 
-fn remove(host: &mut Netlink, _state: &Locked, path: &Path, rec: &Record) -> Result<()> {
+/// Removes `rec`'s routes and file; `_locked` proves the network's lock is held.
+fn remove(host: &mut Netlink, _locked: &Locked, path: &Path, rec: &Record) -> Result<()> {
     let Some(link) = host.link_by_name(&rec.shim)? else {
         return remove_file(path);
     };

@@ -466,6 +466,18 @@ fn del_is_idempotent_and_needs_no_netns() {
     // A DEL with the master gone works too.
     host.netns().ip(&["link", "del", "phy0"]);
     del(&host, Some(&ctr), "c2", &c);
+    // Nor does a bad mode, MAC or CNI_ARGS stop a DEL: it only cleans up.
+    let odd = conf("1.0.0", json!({"mode": "bogus", "mac": "nonsense"}));
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "c2",
+        Some(ctr.path_str()),
+        &odd,
+        &[("CNI_ARGS", "FOO=bar")],
+    );
+    out.assert_success();
 }
 
 #[test]

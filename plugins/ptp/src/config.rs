@@ -1,6 +1,6 @@
 //! The `ptp` plugin's keys, with the reference's names and validation.
 
-use nuage_core::skel::CmdArgs;
+use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
@@ -26,22 +26,28 @@ pub struct Conf {
 }
 
 impl Conf {
+    /// Parses and validates the config; DEL, GC and STATUS, which only
+    /// clean up or report, do not fail on a bad `ipMasqBackend` or `mtu`.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let p: PtpConf = a.conf.plugin()?;
+        let strict = matches!(a.command, Command::Add | Command::Check);
         match p.ip_masq_backend.as_deref() {
             None | Some("nftables") => {}
             Some("iptables") => log::info(format_args!(
                 "ipMasqBackend \"iptables\" is served by nftables (nuage never runs the iptables binaries)"
             )),
-            Some(other) => {
+            Some(other) if strict => {
                 return Err(Error::config(format!("unknown ipmasq backend {other:?}"))
                     .with_details("ipMasqBackend must be \"nftables\" or \"iptables\""))
             }
+            Some(_) => {}
         }
-        let mtu = u32::try_from(p.mtu).map_err(|_| {
-            Error::config(format!("invalid MTU {}", p.mtu))
-                .with_details("mtu is 0 (the kernel default) or a positive number")
-        })?;
+        let mtu = u32::try_from(p.mtu)
+            .or_else(|e| if strict { Err(e) } else { Ok(0) })
+            .map_err(|_| {
+                Error::config(format!("invalid MTU {}", p.mtu))
+                    .with_details("mtu is 0 (the kernel default) or a positive number")
+            })?;
         Ok(Conf {
             ip_masq: p.ip_masq,
             mtu: (mtu != 0).then_some(mtu),

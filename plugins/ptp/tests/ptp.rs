@@ -345,6 +345,12 @@ fn del_is_idempotent_and_needs_no_netns() {
         del(&host, Some(&path), "c1", &c);
     }
     del(&host, None, "c1", &c);
+    del(
+        &host,
+        None,
+        "c1",
+        &conf("1.0.0", json!({"ipMasqBackend": "pf", "mtu": -1})),
+    );
     assert!(leases(&host, NET).is_empty());
     let map = host
         .exec("nft", &["list", "map", "inet", "nuage", "masq4"])

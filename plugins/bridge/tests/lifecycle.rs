@@ -1,0 +1,1215 @@
+//! The life of a bridge attachment beyond a plain ADD: DEL in every
+//! degraded situation, CHECK after damage, GC and STATUS (spec 1.1.0), the
+//! rollback of every failing ADD step, the bad-input matrix, the iptables
+//! backend served by nftables, the bridge port limit, and concurrent ADDs.
+//!
+//! "Leaves nothing behind" is checked with a [`Snapshot`] of the host (its
+//! links with MTU and master, the leases, our nftables elements, iptables
+//! CNI rules) and of the container, taken before the failing call.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use netns_tests::*;
+use serde_json::{json, Value};
+
+const NET: &str = "lifenet";
+const BR: &str = "br-life";
+
+fn setup(tag: &str) -> Host {
+    require_root();
+    Host::new(tag)
+}
+
+/// The full-featured network of these tests: gateway, masquerade and MAC
+/// spoof check, so every DEL has links, a lease and nft elements to remove.
+fn full(host: &Host, version: &str) -> Value {
+    net(
+        host,
+        version,
+        NET,
+        BR,
+        Some("10.90.0.0/24"),
+        json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}),
+    )
+}
+
+/// Everything of attachment `cid` (ADD result `res`) is gone from the host:
+/// its veth, its lease, its nft elements (by IP, host veth and comment).
+#[track_caller]
+fn assert_attachment_gone(host: &Host, cid: &str, res: &Value) {
+    let (ip, veth) = (ip_of(res, 0), host_veth(res));
+    assert!(
+        !leases(host, NET).contains(&ip),
+        "{cid}: lease {ip} left: {:?}",
+        leases(host, NET)
+    );
+    for needle in [format!("\"{ip}\""), veth.clone(), format!("/{cid}/")] {
+        assert!(
+            nft_elements_with(host, &needle).is_empty(),
+            "{cid}: nft elements with {needle} left: {:?}",
+            nft_elements(host)
+        );
+    }
+    wait_until(&format!("{cid}: host veth {veth} gone"), || {
+        host.netns().link(&veth).is_none()
+    });
+}
+
+/// Everything of attachment `cid` is in place: lease, one masq4 element, a
+/// spoof_ports and a spoof_allowed element, the veth on the bridge.
+#[track_caller]
+fn assert_attachment_present(host: &Host, cid: &str, res: &Value) {
+    let (ip, veth) = (ip_of(res, 0), host_veth(res));
+    assert!(leases(host, NET).contains(&ip), "{cid}: no lease {ip}");
+    let by_ip = nft_elements_with(host, &format!("\"{ip}\""));
+    assert_eq!(by_ip.len(), 1, "{cid}: {:?}", nft_elements(host));
+    assert!(by_ip[0].starts_with("inet masq4") && by_ip[0].contains(&format!("{NET}/{cid}/eth0")));
+    let by_port = nft_elements_with(host, &veth);
+    assert_eq!(by_port.len(), 2, "{cid}: {:?}", nft_elements(host));
+    assert_eq!(
+        host_link(host, &veth)["master"],
+        res["interfaces"][0]["name"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// DEL
+// ---------------------------------------------------------------------------
+
+#[test]
+fn del_is_idempotent() {
+    let host = setup("life-del-twice");
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "c1", &c);
+    assert_attachment_present(&host, "c1", &res);
+
+    let with = with_prev(&c, &res);
+    del(&host, Some(ctr.path_str()), "c1", &with);
+    assert_attachment_gone(&host, "c1", &res);
+    assert_eq!(ctr.link_names(), ["lo"]);
+    // Again, with and without prevResult, with and without CNI_NETNS.
+    del(&host, Some(ctr.path_str()), "c1", &with);
+    del(&host, Some(ctr.path_str()), "c1", &c);
+    del(&host, None, "c1", &with);
+    del(&host, None, "c1", &c);
+    assert_attachment_gone(&host, "c1", &res);
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+    // DEL never deletes the bridge.
+    assert_eq!(host_links(&host), ["br-life", "lo"]);
+}
+
+#[test]
+fn del_after_the_netns_is_gone_releases_everything() {
+    let host = setup("life-del-nons");
+    let c = full(&host, "1.0.0");
+    // With prevResult, without it (our elements are found by comment), and
+    // without CNI_NETNS at all.
+    for (i, (prev, pass_netns)) in [(true, true), (false, true), (false, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let cid = format!("gone{i}");
+        let ctr = host.container(&cid);
+        let path = ctr.path_str().to_string();
+        let res = add(&host, &ctr, &cid, &c);
+        assert_attachment_present(&host, &cid, &res);
+        // Keep another attachment around: it must survive this DEL.
+        let other = host.container("other");
+        let other_res = add(&host, &other, &format!("{cid}-other"), &c);
+
+        drop(ctr); // `ip netns del`: the container and its veth go away
+        assert!(!Path::new(&path).exists());
+        let conf = if prev { with_prev(&c, &res) } else { c.clone() };
+        del(&host, pass_netns.then_some(path.as_str()), &cid, &conf);
+        assert_attachment_gone(&host, &cid, &res);
+        assert_attachment_present(&host, &format!("{cid}-other"), &other_res);
+        del(&host, Some(other.path_str()), &format!("{cid}-other"), &c);
+    }
+    assert!(leases(&host, NET).is_empty());
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+}
+
+#[test]
+fn del_with_the_veth_already_deleted() {
+    let host = setup("life-del-noveth");
+    let c = full(&host, "1.0.0");
+    for (i, prev) in [true, false].into_iter().enumerate() {
+        let cid = format!("noveth{i}");
+        let ctr = host.container(&cid);
+        let res = add(&host, &ctr, &cid, &c);
+        host.netns().ip(&["link", "del", &host_veth(&res)]);
+        assert_eq!(ctr.link_names(), ["lo"], "deleting one end deletes both");
+        let conf = if prev { with_prev(&c, &res) } else { c.clone() };
+        del(&host, Some(ctr.path_str()), &cid, &conf);
+        assert_attachment_gone(&host, &cid, &res);
+        del(&host, Some(ctr.path_str()), &cid, &conf);
+    }
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+}
+
+#[test]
+fn del_without_prev_result_finds_everything_from_the_container() {
+    let host = setup("life-del-noprev");
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "np", &c);
+    del(&host, Some(ctr.path_str()), "np", &c);
+    assert_attachment_gone(&host, "np", &res);
+    assert_eq!(ctr.link_names(), ["lo"]);
+}
+
+#[test]
+fn del_with_the_hosts_own_netns_touches_nothing_there() {
+    // A late DEL whose netns path now names the plugin's own namespace (a
+    // recycled path) must not delete the host's interface of that name.
+    let host = setup("life-del-ownns");
+    host.netns().ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0-peer",
+    ]);
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "own", &c);
+    // Not the attachment's namespace: the host's interface stays, the
+    // attachment's host-side state (lease, elements) goes.
+    del(
+        &host,
+        Some(host.path().to_str().unwrap()),
+        "own",
+        &with_prev(&c, &res),
+    );
+    assert!(
+        host.netns().link("eth0").is_some(),
+        "the host's eth0 was deleted"
+    );
+    assert!(!leases(&host, NET).contains(&ip_of(&res, 0)));
+    assert!(
+        nft_elements_with(&host, "/own/").is_empty(),
+        "{:?}",
+        nft_elements(&host)
+    );
+}
+
+#[test]
+fn del_of_an_l2_attachment_and_of_one_never_added() {
+    let host = setup("life-del-l2");
+    let l2 = net(
+        &host,
+        "1.0.0",
+        "l2net",
+        "br-l2",
+        None,
+        json!({"macspoofchk": true}),
+    );
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "l2", &l2);
+    assert!(res.get("ips").is_none(), "{res}");
+    assert_eq!(nft_elements_with(&host, &host_veth(&res)).len(), 2);
+    del(&host, Some(ctr.path_str()), "l2", &l2);
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+    assert_eq!(ctr.link_names(), ["lo"]);
+    // Never added: fine (the bridge need not even exist).
+    let c = full(&host, "1.0.0");
+    del(&host, Some(ctr.path_str()), "never", &c);
+    del(&host, None, "never", &c);
+}
+
+// ---------------------------------------------------------------------------
+// CHECK
+// ---------------------------------------------------------------------------
+
+/// CHECK with `res` as prevResult.
+fn check(host: &Host, ctr: &Netns, cid: &str, conf: &Value, res: &Value) -> PluginOutput {
+    cni(
+        host,
+        &ours(),
+        "CHECK",
+        cid,
+        Some(ctr.path_str()),
+        &with_prev(conf, res),
+        &[],
+    )
+}
+
+#[test]
+fn check_passes_after_add_and_names_what_was_damaged() {
+    let host = setup("life-check");
+    let c = full(&host, "1.0.0");
+    let fresh = |cid: &str| {
+        let ctr = host.container(cid);
+        let res = add(&host, &ctr, cid, &c);
+        let out = check(&host, &ctr, cid, &c, &res);
+        out.assert_success();
+        assert_eq!(out.stdout, "", "{out}");
+        (ctr, res)
+    };
+
+    // The container address removed.
+    let (ctr, res) = fresh("addr");
+    let addr = res["ips"][0]["address"].as_str().unwrap().to_string();
+    ctr.ip(&["addr", "del", &addr, "dev", "eth0"]);
+    let e = err(&check(&host, &ctr, "addr", &c, &res), 999);
+    assert!(e.contains(&addr) && e.contains("missing"), "{e}");
+
+    // The masquerade element removed.
+    let (ctr, res) = fresh("masq");
+    let ip = ip_of(&res, 0);
+    nft_cmd(
+        &host,
+        &format!("delete element inet nuage masq4 {{ {ip} }}"),
+    );
+    let e = err(&check(&host, &ctr, "masq", &c, &res), 999);
+    assert!(e.contains(&ip) && e.contains("masq4"), "{e}");
+
+    // The spoof-check port element removed.
+    let (ctr, res) = fresh("spoof");
+    let veth = host_veth(&res);
+    nft_cmd(
+        &host,
+        &format!("delete element bridge nuage spoof_ports {{ \"{veth}\" }}"),
+    );
+    let e = err(&check(&host, &ctr, "spoof", &c, &res), 999);
+    assert!(e.contains(&veth) && e.contains("spoof_ports"), "{e}");
+
+    // The container MAC changed.
+    let (ctr, res) = fresh("mac");
+    ctr.ip(&["link", "set", "eth0", "address", "02:00:00:00:be:ef"]);
+    let e = err(&check(&host, &ctr, "mac", &c, &res), 999);
+    assert!(e.contains("MAC") && e.contains("eth0"), "{e}");
+
+    // The host veth taken off the bridge.
+    let (ctr, res) = fresh("nomaster");
+    let veth = host_veth(&res);
+    host.netns().ip(&["link", "set", &veth, "nomaster"]);
+    let e = err(&check(&host, &ctr, "nomaster", &c, &res), 999);
+    assert!(e.contains(&veth) && e.contains(BR), "{e}");
+    host.netns().ip(&["link", "set", &veth, "master", BR]);
+    check(&host, &ctr, "nomaster", &c, &res).assert_success();
+
+    // The bridge made promiscuous although the config says no.
+    host.netns().ip(&["link", "set", BR, "promisc", "on"]);
+    let e = err(&check(&host, &ctr, "nomaster", &c, &res), 999);
+    assert!(e.contains("promisc"), "{e}");
+    host.netns().ip(&["link", "set", BR, "promisc", "off"]);
+
+    // The default route removed (a network with isDefaultGateway).
+    let dg = net(
+        &host,
+        "1.0.0",
+        "dgnet",
+        "br-dg",
+        Some("10.97.0.0/24"),
+        json!({"isDefaultGateway": true}),
+    );
+    let dctr = host.container("dg");
+    let dres = add(&host, &dctr, "dg", &dg);
+    check(&host, &dctr, "dg", &dg, &dres).assert_success();
+    dctr.ip(&["route", "del", "default"]);
+    let e = err(&check(&host, &dctr, "dg", &dg, &dres), 999);
+    assert!(e.contains("0.0.0.0/0") && e.contains("10.97.0.1"), "{e}");
+
+    // No prevResult.
+    let (ctr, _) = fresh("noprev");
+    let out = cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "noprev",
+        Some(ctr.path_str()),
+        &c,
+        &[],
+    );
+    assert_eq!(err(&out, 999), "Required prevResult missing");
+
+    // The bridge deleted (every attachment above is on it).
+    let (ctr, res) = fresh("bridge");
+    host.netns().ip(&["link", "del", BR]);
+    let e = err(&check(&host, &ctr, "bridge", &c, &res), 999);
+    assert!(e.contains(BR) && e.contains("not found"), "{e}");
+
+    // Our masquerade base chain flushed by someone: every masqueraded
+    // attachment's CHECK says so. Last, because a later ADD of a new
+    // container does not rewrite the chain (only a network's first ADD or a
+    // repeated one runs the full transaction; see core/src/nft/masq.rs).
+    let (ctr, res) = fresh("flushed");
+    nft_cmd(&host, "flush chain inet nuage postrouting");
+    let e = err(&check(&host, &ctr, "flushed", &c, &res), 999);
+    assert!(e.contains("postrouting"), "{e}");
+}
+
+/// `nft -f` of one command in the host.
+#[track_caller]
+fn nft_cmd(host: &Host, cmd: &str) {
+    let file = host.write_file("cmd.nft", &format!("{cmd}\n"));
+    host.netns().exec_ok("nft", &["-f", file.to_str().unwrap()]);
+}
+
+// ---------------------------------------------------------------------------
+// GC and STATUS (1.1.0)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn gc_releases_unlisted_attachments_and_keeps_listed_ones() {
+    let host = setup("life-gc");
+    let c = full(&host, "1.1.0");
+    let ctrs: Vec<Netns> = (0..3).map(|i| host.container(&format!("gc{i}"))).collect();
+    let res: Vec<Value> = ctrs
+        .iter()
+        .enumerate()
+        .map(|(i, ctr)| add(&host, ctr, &format!("gc{i}"), &c))
+        .collect();
+    // An attachment of another network on the same host must be untouched.
+    let other = net(
+        &host,
+        "1.1.0",
+        "othernet",
+        "br-other",
+        Some("10.95.0.0/24"),
+        json!({"ipMasq": true, "macspoofchk": true}),
+    );
+    let octr = host.container("other");
+    let ores = add(&host, &octr, "gc1", &other);
+    let other_elems = nft_elements_with(&host, "othernet/");
+    assert_eq!(other_elems.len(), 3, "{:?}", nft_elements(&host));
+
+    let gc = |valid: Value| {
+        let mut conf = c.clone();
+        conf["cni.dev/valid-attachments"] = valid;
+        let out = host.run_plugin(
+            &ours(),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", REFERENCE_DIR)],
+            &conf.to_string(),
+        );
+        out.assert_success();
+        assert_eq!(out.stdout, "", "{out}");
+    };
+    gc(json!([
+        {"containerID": "gc0", "ifname": "eth0"},
+        {"containerID": "gc2", "ifname": "eth0"},
+        // Same container, another interface: not gc1/eth0.
+        {"containerID": "gc1", "ifname": "eth1"},
+    ]));
+    assert_attachment_present(&host, "gc0", &res[0]);
+    assert_attachment_present(&host, "gc2", &res[2]);
+    let ip1 = ip_of(&res[1], 0);
+    assert!(
+        !leases(&host, NET).contains(&ip1),
+        "{:?}",
+        leases(&host, NET)
+    );
+    assert!(nft_elements_with(&host, &format!("{NET}/gc1/")).is_empty());
+    assert!(nft_elements_with(&host, &format!("\"{ip1}\"")).is_empty());
+    assert_eq!(nft_elements_with(&host, "othernet/"), other_elems);
+    assert_eq!(leases(&host, "othernet"), [ip_of(&ores, 0)]);
+
+    // An empty list releases everything of this network, and only it.
+    gc(json!([]));
+    assert!(leases(&host, NET).is_empty());
+    assert!(nft_elements_with(&host, &format!("{NET}/")).is_empty());
+    assert_eq!(nft_elements_with(&host, "othernet/"), other_elems);
+
+    // GC before 1.1.0 is refused.
+    let mut old = full(&host, "1.0.0");
+    old["cni.dev/valid-attachments"] = json!([]);
+    let out = host.run_plugin(
+        &ours(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", REFERENCE_DIR)],
+        &old.to_string(),
+    );
+    err(&out, 1);
+}
+
+fn status(host: &Host, conf: &Value) -> PluginOutput {
+    host.run_plugin(
+        &ours(),
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", REFERENCE_DIR)],
+        &conf.to_string(),
+    )
+}
+
+#[test]
+fn status_is_ok_and_code_50_when_the_store_cannot_be_written() {
+    let host = setup("life-status");
+    let c = full(&host, "1.1.0");
+    let out = status(&host, &c);
+    out.assert_success();
+    assert_eq!(out.stdout, "");
+    let l2 = net(&host, "1.1.0", "l2", "br-l2", None, json!({}));
+    status(&host, &l2).assert_success();
+
+    // The data dir under a regular file.
+    let file = host.write_file("not-a-dir", "x");
+    let mut bad = c.clone();
+    bad["ipam"]["dataDir"] = json!(file.join("leases"));
+    let e = err(&status(&host, &bad), 50);
+    assert!(e.contains("not-a-dir"), "{e}");
+
+    // The data dir on a read-only bind mount (made inside the plugin's own
+    // mount namespace by a wrapper shell, so nothing leaks).
+    let ro = host.dir().join("ro");
+    std::fs::create_dir_all(ro.join("leases")).unwrap();
+    let mut conf = c.clone();
+    conf["ipam"]["dataDir"] = json!(ro.join("leases"));
+    let script = r#"set -e; mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; exec "$2""#;
+    let plugin = ours();
+    let out = host.run(
+        Path::new("/bin/sh"),
+        &[
+            "-c",
+            script,
+            "sh",
+            ro.to_str().unwrap(),
+            plugin.to_str().unwrap(),
+        ],
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", REFERENCE_DIR)],
+        &conf.to_string(),
+    );
+    let e = err(&out, 50);
+    assert!(e.contains("read-only"), "{e}");
+    // The same, writable: fine (so the wrapper is not what fails).
+    let out = host.run(
+        Path::new("/bin/sh"),
+        &["-c", r#"exec "$1""#, "sh", plugin.to_str().unwrap()],
+        &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", REFERENCE_DIR)],
+        &conf.to_string(),
+    );
+    out.assert_success();
+
+    // STATUS before 1.1.0 is refused.
+    err(&status(&host, &full(&host, "1.0.0")), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Rollback of a failing ADD
+// ---------------------------------------------------------------------------
+
+/// ADD of `cid` in `ctr` must fail with `code` and leave the host and the
+/// container exactly as they were; returns the message.
+#[track_caller]
+fn add_fails_cleanly(host: &Host, ctr: &Netns, cid: &str, conf: &Value, code: u64) -> String {
+    let network = conf["name"].as_str().unwrap_or("");
+    let before = Snapshot::take(host, network, ctr);
+    let mtus = link_mtus(host);
+    let out = cni(host, &ours(), "ADD", cid, Some(ctr.path_str()), conf, &[]);
+    let msg = err(&out, code);
+    before.assert_unchanged(host, network, ctr, &format!("ADD {cid} ({msg})"));
+    assert_eq!(link_mtus(host), mtus, "ADD {cid}: link MTUs changed");
+    msg
+}
+
+/// "name mtu master" of every host link.
+fn link_mtus(host: &Host) -> Vec<String> {
+    let mut v: Vec<String> = host
+        .netns()
+        .links()
+        .iter()
+        .map(|l| format!("{} {} {}", l["ifname"], l["mtu"], l["master"]))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rollback_when_ipam_is_exhausted_after_the_veth_exists() {
+    let host = setup("life-exhaust");
+    // A /30 has one usable address (the gateway is skipped).
+    let c = net(
+        &host,
+        "1.0.0",
+        NET,
+        BR,
+        Some("10.91.0.0/30"),
+        json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}),
+    );
+    let c1 = host.container("c1");
+    let r1 = add(&host, &c1, "c1", &c);
+    assert_eq!(ip_of(&r1, 0), "10.91.0.2");
+    let c2 = host.container("c2");
+    let msg = add_fails_cleanly(&host, &c2, "c2", &c, 110);
+    assert!(
+        msg.contains("10.91.0.1") || msg.contains("no IP addresses available"),
+        "{msg}"
+    );
+    // The bridge (not created by this ADD) stays, with c1 working on it.
+    assert_eq!(ports_of(&host, BR), [host_veth(&r1)]);
+    assert!(reaches(&c1, "10.91.0.1"));
+
+    // Now an ADD that creates its bridge and then finds the range full (the
+    // only address taken by another host-local user of the store).
+    let c = net(
+        &host,
+        "1.0.0",
+        "exhnet",
+        "br-exh",
+        Some("10.92.0.0/30"),
+        json!({"ipMasq": true, "macspoofchk": true}),
+    );
+    let squat = host.container("squat");
+    let out = cni(
+        &host,
+        &require_reference("host-local"),
+        "ADD",
+        "squatter",
+        Some(squat.path_str()),
+        &c,
+        &[],
+    );
+    out.assert_success();
+    assert_eq!(leases(&host, "exhnet"), ["10.92.0.2"]);
+    let c3 = host.container("c3");
+    add_fails_cleanly(&host, &c3, "c3", &c, 110);
+    assert!(
+        host.netns().link("br-exh").is_none(),
+        "the bridge this ADD created must go"
+    );
+}
+
+#[test]
+fn rollback_when_the_bridge_name_is_taken_by_a_non_bridge() {
+    let host = setup("life-notbr");
+    host.netns().ip(&[
+        "link",
+        "add",
+        BR,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "br-life-peer",
+    ]);
+    let ctr = host.container("c");
+    let msg = add_fails_cleanly(&host, &ctr, "c", &full(&host, "1.0.0"), 999);
+    assert_eq!(msg, format!("\"{BR}\" already exists but is not a bridge"));
+    assert_eq!(host_link(&host, BR)["linkinfo"]["info_kind"], "veth");
+}
+
+#[test]
+fn rollback_on_bad_mtu() {
+    let host = setup("life-mtu");
+    let ctr = host.container("c");
+    let with_mtu = |mtu: u32, dual: bool| {
+        let mut c = full(&host, "1.0.0");
+        c["mtu"] = json!(mtu);
+        if dual {
+            c["ipam"]["ranges"] = ranges(&["10.90.0.0/24", "fd00:90::/64"]);
+            c["ipam"].as_object_mut().unwrap().remove("subnet");
+        }
+        c
+    };
+    // Fresh bridge: too big for a bridge.
+    let msg = add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 999);
+    assert!(msg.contains("mtu") || msg.contains("MTU"), "{msg}");
+    assert!(host.netns().link(BR).is_none());
+    // Fresh bridge, MTU below IPv6's minimum with an IPv6 range: fails after
+    // the bridge, the veth and the leases exist.
+    add_fails_cleanly(&host, &ctr, "c", &with_mtu(100, true), 999);
+    assert!(
+        host.netns().link(BR).is_none(),
+        "the bridge this ADD created must go"
+    );
+
+    // Existing bridge (with an attachment): the same two, and it stays.
+    let first = host.container("first");
+    let r = add(&host, &first, "first", &full(&host, "1.0.0"));
+    add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 999);
+    add_fails_cleanly(&host, &ctr, "c", &with_mtu(100, true), 999);
+    assert_eq!(ports_of(&host, BR), [host_veth(&r)]);
+    assert_eq!(host_link(&host, BR)["mtu"], 1500);
+}
+
+#[test]
+fn mtu_below_the_ipv6_minimum_is_named_in_the_error() {
+    // Usability: `mtu: 100` with an IPv6 range can never work; the error
+    // should say so instead of a sysctl path.
+    let host = setup("life-mtu-msg");
+    let ctr = host.container("c");
+    let mut c = full(&host, "1.0.0");
+    c["mtu"] = json!(1000);
+    c["ipam"]["ranges"] = ranges(&["fd00:90::/64"]);
+    c["ipam"].as_object_mut().unwrap().remove("subnet");
+    let msg = add_fails_cleanly(&host, &ctr, "c", &c, 999);
+    assert!(
+        msg.to_lowercase().contains("mtu") && msg.contains("1280"),
+        "the error should name the MTU and IPv6's minimum (1280): {msg}"
+    );
+}
+
+#[test]
+fn rollback_when_the_bridge_already_has_another_gateway_address() {
+    // The gateway address is one of the last ADD steps: the veth, the lease
+    // and the nft elements exist by then.
+    let host = setup("life-gwaddr");
+    host.netns().ip(&["link", "add", BR, "type", "bridge"]);
+    host.netns().ip(&["addr", "add", "10.99.0.1/24", "dev", BR]);
+    let ctr = host.container("c");
+    let msg = add_fails_cleanly(&host, &ctr, "c", &full(&host, "1.0.0"), 999);
+    assert_eq!(
+        msg,
+        format!("\"{BR}\" already has an IP address different from 10.90.0.1/24")
+    );
+    let global = |host: &Host| -> Vec<String> {
+        host.netns()
+            .addr_cidrs(BR)
+            .into_iter()
+            .filter(|a| !a.starts_with("fe80"))
+            .collect()
+    };
+    assert_eq!(global(&host), ["10.99.0.1/24"]);
+    assert!(
+        host.netns().link(BR).is_some(),
+        "a bridge this ADD did not create stays"
+    );
+
+    // With forceAddress the old address is replaced.
+    let mut c = full(&host, "1.0.0");
+    c["forceAddress"] = json!(true);
+    let res = add(&host, &ctr, "c", &c);
+    assert_eq!(global(&host), ["10.90.0.1/24"]);
+    assert_attachment_present(&host, "c", &res);
+}
+
+#[test]
+fn add_for_an_attachment_that_holds_a_lease_fails_without_releasing_it() {
+    // A runtime lost a container without DEL and ADDs the same (id, ifname)
+    // again in a new namespace: IPAM refuses the duplicate; the rollback
+    // must not release the lease (or elements) the first ADD holds.
+    let host = setup("life-dup");
+    let c = full(&host, "1.0.0");
+    let first = host.container("first");
+    let res = add(&host, &first, "dup", &c);
+    let again = host.container("again");
+    let before_leases = leases(&host, NET);
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "dup",
+        Some(again.path_str()),
+        &c,
+        &[],
+    );
+    out.assert_failure();
+    assert_eq!(again.link_names(), ["lo"]);
+    assert_eq!(leases(&host, NET), before_leases);
+    assert_attachment_present(&host, "dup", &res);
+    assert_eq!(ports_of(&host, BR), [host_veth(&res)]);
+}
+
+#[test]
+fn dual_stack_del_removes_the_masquerade_of_both_families() {
+    let host = setup("life-dual");
+    let c = net(
+        &host,
+        "1.0.0",
+        NET,
+        BR,
+        None,
+        json!({
+            "isGateway": true, "ipMasq": true, "macspoofchk": true,
+            "ipam": {"type": "host-local", "dataDir": data_dir(&host),
+                     "ranges": ranges(&["10.90.0.0/24", "fd00:90::/64"])},
+        }),
+    );
+    // DEL without prevResult: with the netns (addresses read from the
+    // container), then with the netns gone (elements found by comment).
+    for (i, keep_ns) in [true, false].into_iter().enumerate() {
+        let cid = format!("dual{i}");
+        let ctr = host.container(&cid);
+        let res = add(&host, &ctr, &cid, &c);
+        let (ip4, ip6) = (ip_of(&res, 0), ip_of(&res, 1));
+        assert_eq!(nft_elements_with(&host, &format!("\"{ip4}\"")).len(), 1);
+        let e6 = nft_elements_with(&host, &format!("\"{ip6}\""));
+        assert!(e6.len() == 1 && e6[0].starts_with("inet masq6"), "{e6:?}");
+        let path = ctr.path_str().to_string();
+        if !keep_ns {
+            drop(ctr);
+            del(&host, Some(&path), &cid, &c);
+        } else {
+            del(&host, Some(&path), &cid, &c);
+            assert_eq!(ctr.link_names(), ["lo"]);
+        }
+        assert!(
+            nft_elements_with(&host, &format!("/{cid}/")).is_empty(),
+            "{:?}",
+            nft_elements(&host)
+        );
+        assert!(leases(&host, NET).is_empty(), "{:?}", leases(&host, NET));
+    }
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+}
+
+#[test]
+fn rollback_when_the_spoof_check_or_the_masquerade_cannot_be_written() {
+    // Our tables hold a set/map of another type (someone else's, or an old
+    // layout): the nft step fails; everything before it is undone.
+    let host = setup("life-nftfail");
+    let ctr = host.container("c");
+    let c = full(&host, "1.0.0");
+
+    nft_cmd(
+        &host,
+        "add table bridge nuage { set spoof_ports { type ether_addr; }; }",
+    );
+    let msg = add_fails_cleanly(&host, &ctr, "c", &c, 999);
+    assert!(msg.contains("spoof_ports") && msg.contains("nft"), "{msg}");
+    assert!(
+        host.netns().link(BR).is_none(),
+        "the bridge this ADD created must go"
+    );
+    nft_cmd(&host, "delete table bridge nuage");
+
+    // The masquerade comes after IPAM and the gateway address.
+    nft_cmd(
+        &host,
+        "add table inet nuage { map masq4 { type ipv4_addr : ipv4_addr; }; }",
+    );
+    let msg = add_fails_cleanly(&host, &ctr, "c", &c, 999);
+    assert!(msg.contains("masq4") && msg.contains("10.90.0."), "{msg}");
+    assert!(
+        host.netns().link(BR).is_none(),
+        "the bridge this ADD created must go"
+    );
+    nft_cmd(&host, "delete table inet nuage");
+
+    // Repaired: the same ADD works.
+    let res = add(&host, &ctr, "c", &c);
+    assert_attachment_present(&host, "c", &res);
+}
+
+#[test]
+fn rollback_when_the_container_already_has_the_interface() {
+    let host = setup("life-ifexists");
+    let ctr = host.container("c");
+    ctr.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth9",
+    ]);
+    let msg = add_fails_cleanly(&host, &ctr, "c", &full(&host, "1.0.0"), 999);
+    assert_eq!(msg, "container veth name \"eth0\" already exists");
+    assert!(host.netns().link(BR).is_none());
+    // An existing bridge is not touched either.
+    let other = host.container("other");
+    let r = add(&host, &other, "other", &full(&host, "1.0.0"));
+    add_fails_cleanly(&host, &ctr, "c", &full(&host, "1.0.0"), 999);
+    assert_eq!(ports_of(&host, BR), [host_veth(&r)]);
+}
+
+#[test]
+fn a_failed_add_does_not_delete_a_bridge_another_add_joined_meanwhile() {
+    // ADD A creates the bridge, then waits in its IPAM (a delegated plugin
+    // that blocks until told to fail); meanwhile ADD B joins the same
+    // bridge and succeeds; then A fails. A's rollback must not take the
+    // bridge from under B.
+    let host = setup("life-race");
+    let bin_dir = host.dir().join("cni-bin");
+    let flags = host.dir().join("flags");
+    std::fs::create_dir_all(&flags).unwrap();
+    write_script(
+        &host,
+        "cni-bin/blocking-ipam",
+        &format!(
+            "#!/bin/sh\n\
+             case \"$CNI_COMMAND\" in\n\
+             ADD) : > {f}/started\n\
+                  while [ ! -e {f}/go ]; do sleep 0.05; done\n\
+                  echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"blocking-ipam: told to fail\"}}'\n\
+                  exit 1;;\n\
+             *) exit 0;;\n\
+             esac\n",
+            f = flags.display()
+        ),
+    );
+    let a_conf = json!({
+        "cniVersion": "1.0.0", "name": "racea", "type": "bridge", "bridge": "br-race",
+        "ipam": {"type": "blocking-ipam"},
+    });
+    let b_conf = net(
+        &host,
+        "1.0.0",
+        "raceb",
+        "br-race",
+        Some("10.94.0.0/24"),
+        json!({}),
+    );
+    let (ca, cb) = (host.container("a"), host.container("b"));
+    let bin_dir = bin_dir.to_str().unwrap().to_string();
+    std::thread::scope(|s| {
+        let a = s.spawn(|| {
+            cni(
+                &host,
+                &ours(),
+                "ADD",
+                "a",
+                Some(ca.path_str()),
+                &a_conf,
+                &[("CNI_PATH", &bin_dir)],
+            )
+        });
+        wait_until("ADD A in its IPAM", || flags.join("started").exists());
+        assert!(
+            host.netns().link("br-race").is_some(),
+            "A created the bridge"
+        );
+        let rb = add(&host, &cb, "b", &b_conf);
+        assert_eq!(ports_of(&host, "br-race").len(), 2);
+        std::fs::write(flags.join("go"), "").unwrap();
+        let out = a.join().expect("ADD A thread");
+        err(&out, 11);
+        assert_eq!(ca.link_names(), ["lo"], "A's veth is gone");
+        assert!(
+            host.netns().link("br-race").is_some(),
+            "A's rollback deleted bridge br-race, which B joined meanwhile"
+        );
+        assert_eq!(ports_of(&host, "br-race"), [host_veth(&rb)]);
+    });
+}
+
+#[test]
+fn concurrent_adds_on_a_new_bridge_all_succeed() {
+    let host = setup("life-concurrent");
+    let c = full(&host, "1.0.0");
+    let ctrs: Vec<Netns> = (0..8).map(|i| host.container(&format!("p{i}"))).collect();
+    let results: Vec<PluginOutput> = std::thread::scope(|s| {
+        let hs: Vec<_> = ctrs
+            .iter()
+            .enumerate()
+            .map(|(i, ctr)| {
+                let (host, c) = (&host, &c);
+                s.spawn(move || {
+                    cni(
+                        host,
+                        &ours(),
+                        "ADD",
+                        &format!("p{i}"),
+                        Some(ctr.path_str()),
+                        c,
+                        &[],
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ips = Vec::new();
+    for (i, out) in results.iter().enumerate() {
+        out.assert_success();
+        let res = out.expect_json();
+        assert_attachment_present(&host, &format!("p{i}"), res);
+        ips.push(ip_of(res, 0));
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    assert_eq!(ports_of(&host, BR).len(), 8);
+}
+
+// ---------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------
+
+/// One bad request: (what, stdin, extra env, code, message fragment).
+type BadInput = (
+    &'static str,
+    String,
+    Vec<(&'static str, String)>,
+    u64,
+    &'static str,
+);
+
+/// Every file under the host's scratch dir (relative paths), sorted.
+fn files(host: &Host) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(host.dir(), host.dir(), &mut v);
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_input_gets_the_right_code_and_leaves_nothing() {
+    let host = setup("life-badinput");
+    let ctr = host.container("c");
+    let base = full(&host, "1.0.0");
+    let with = |extra: Value| merge(base.clone(), extra);
+    let mut ipam_bad = base.clone();
+    ipam_bad["ipam"]["subnet"] = json!("10.0.0.0/33");
+    let mut ipam_junk = base.clone();
+    ipam_junk["ipam"]["subnet"] = json!("not-a-cidr");
+    let not_ns = host.write_file("not-a-netns", "");
+    let cases: Vec<BadInput> = vec![
+        (
+            "broken JSON",
+            "{\"cniVersion\": \"1.0.0\", \"name\": ".into(),
+            vec![],
+            6,
+            "",
+        ),
+        (
+            "unknown ipMasqBackend",
+            with(json!({"ipMasqBackend": "xtables"})).to_string(),
+            vec![],
+            7,
+            "unknown ipmasq backend",
+        ),
+        (
+            "hairpin and promisc",
+            with(json!({"hairpinMode": true, "promiscMode": true})).to_string(),
+            vec![],
+            7,
+            "cannot set hairpin mode and promiscuous mode at the same time",
+        ),
+        (
+            "vlan 5000",
+            with(json!({"vlan": 5000})).to_string(),
+            vec![],
+            7,
+            "VLAN",
+        ),
+        (
+            "vlan -1",
+            with(json!({"vlan": -1})).to_string(),
+            vec![],
+            7,
+            "VLAN",
+        ),
+        (
+            "vlanTrunk minID > maxID",
+            with(json!({"vlanTrunk": [{"minID": 10, "maxID": 5}]})).to_string(),
+            vec![],
+            7,
+            "vlanTrunk",
+        ),
+        (
+            "vlan on this kernel",
+            with(json!({"vlan": 100})).to_string(),
+            vec![],
+            2,
+            "VLAN filtering",
+        ),
+        (
+            "vlanTrunk on this kernel",
+            with(json!({"vlanTrunk": [{"id": 5}]})).to_string(),
+            vec![],
+            2,
+            "VLAN filtering",
+        ),
+        (
+            "ipam prefix /33",
+            ipam_bad.to_string(),
+            vec![],
+            7,
+            "10.0.0.0/33",
+        ),
+        (
+            "ipam junk CIDR",
+            ipam_junk.to_string(),
+            vec![],
+            7,
+            "not-a-cidr",
+        ),
+        (
+            "too-long ifname",
+            base.to_string(),
+            vec![("CNI_IFNAME", "abcdefghijklmnop".into())],
+            4,
+            "interface name is too long",
+        ),
+        (
+            "ifname with a slash",
+            base.to_string(),
+            vec![("CNI_IFNAME", "../eth0".into())],
+            4,
+            "",
+        ),
+        (
+            "network name ../escape",
+            with(json!({"name": "../escape"})).to_string(),
+            vec![],
+            7,
+            "network name",
+        ),
+        (
+            "network name a/b",
+            with(json!({"name": "a/b"})).to_string(),
+            vec![],
+            7,
+            "network name",
+        ),
+        (
+            "network name ..",
+            with(json!({"name": ".."})).to_string(),
+            vec![],
+            7,
+            "network name",
+        ),
+        (
+            "bridge name too long",
+            with(json!({"bridge": "br-0123456789abcdef"})).to_string(),
+            vec![],
+            7,
+            "bridge name",
+        ),
+        (
+            "bridge name with a slash",
+            with(json!({"bridge": "../br"})).to_string(),
+            vec![],
+            7,
+            "bridge name",
+        ),
+        (
+            "mtu not a number",
+            with(json!({"mtu": "big"})).to_string(),
+            vec![],
+            7,
+            "",
+        ),
+        (
+            "MAC not a MAC",
+            with(json!({"runtimeConfig": {"mac": "zz:zz"}})).to_string(),
+            vec![],
+            7,
+            "MAC",
+        ),
+        (
+            "ipam with disableContainerInterface",
+            with(json!({"disableContainerInterface": true})).to_string(),
+            vec![],
+            7,
+            "DisableContainerInterface",
+        ),
+        (
+            "CNI_NETNS is the host's own namespace",
+            base.to_string(),
+            vec![("CNI_NETNS", host.path().display().to_string())],
+            8,
+            "should not be the same",
+        ),
+        (
+            "CNI_NETNS missing",
+            base.to_string(),
+            vec![("CNI_NETNS", host.dir().join("nope").display().to_string())],
+            8,
+            "does not exist",
+        ),
+        (
+            "CNI_NETNS a regular file",
+            base.to_string(),
+            vec![("CNI_NETNS", not_ns.display().to_string())],
+            8,
+            "not a network namespace",
+        ),
+    ];
+    let files_before = files(&host);
+    let before = Snapshot::take(&host, NET, &ctr);
+    for (what, stdin, extra, code, fragment) in cases {
+        let mut env: Vec<(&str, &str)> = vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "bad"),
+            ("CNI_NETNS", ctr.path_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", REFERENCE_DIR),
+        ];
+        for (k, v) in &extra {
+            env.retain(|(key, _)| key != k);
+            env.push((k, v.as_str()));
+        }
+        let out = host.run_plugin(&ours(), &env, &stdin);
+        assert_eq!(out.code, Some(1), "{what}:\n{out}");
+        let v = out.expect_json();
+        assert_eq!(v["code"], code, "{what}: wrong code:\n{out}");
+        let msg = v["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(fragment),
+            "{what}: message {msg:?} lacks {fragment:?}"
+        );
+        before.assert_unchanged(&host, NET, &ctr, what);
+        assert_eq!(files(&host), files_before, "{what}: files appeared");
+        assert!(
+            !host.dir().join("escape").exists() && !data_dir(&host).join("a").exists(),
+            "{what}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ipMasqBackend "iptables" and the port limit
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ip_masq_backend_iptables_is_served_by_nftables() {
+    let host = setup("life-iptables");
+    let mut c = full(&host, "1.0.0");
+    c["ipMasqBackend"] = json!("iptables");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "ipt", &c);
+    assert_attachment_present(&host, "ipt", &res);
+    assert!(nft_table(&host, "inet").is_some());
+    assert!(
+        iptables_cni_lines(&host).is_empty(),
+        "no iptables rules: {:?}",
+        iptables_cni_lines(&host)
+    );
+    let tables = host.netns().exec_ok("nft", &["list", "tables"]);
+    let mut tables: Vec<&str> = tables.lines().collect();
+    tables.sort();
+    assert_eq!(tables, ["table bridge nuage", "table inet nuage"]);
+    let chk = check(&host, &ctr, "ipt", &c, &res);
+    chk.assert_success();
+    del(&host, Some(ctr.path_str()), "ipt", &c);
+    assert_attachment_gone(&host, "ipt", &res);
+    assert!(iptables_cni_lines(&host).is_empty());
+}
+
+#[test]
+fn a_full_bridge_is_a_clear_error_and_leaves_nothing() {
+    let host = setup("life-full");
+    let c = net(
+        &host,
+        "1.0.0",
+        NET,
+        "br-full",
+        Some("10.96.0.0/16"),
+        json!({"isGateway": true, "ipMasq": true, "macspoofchk": true}),
+    );
+    let first = host.container("first");
+    let r = add(&host, &first, "first", &c);
+    // 1022 more ports, made directly: 1023 is the kernel's maximum.
+    let mut batch = String::new();
+    for i in 0..1022 {
+        batch +=
+            &format!("link add fp{i} type veth peer name fq{i}\nlink set fp{i} master br-full\n");
+    }
+    let file = host.write_file("ports.batch", &batch);
+    host.netns().ip(&["-batch", file.to_str().unwrap()]);
+    assert_eq!(ports_of(&host, "br-full").len(), 1023);
+
+    let ctr = host.container("c");
+    let msg = add_fails_cleanly(&host, &ctr, "c", &c, 999);
+    assert!(
+        msg.contains("br-full") && msg.contains("full") && msg.contains("1023"),
+        "the error names the bridge and the limit: {msg}"
+    );
+    // The first attachment is unaffected; once a port is free, ADD works.
+    assert!(reaches(&first, "10.96.0.1"));
+    host.netns().ip(&["link", "del", "fp0"]);
+    let res = add(&host, &ctr, "c", &c);
+    assert_attachment_present(&host, "c", &res);
+    assert_attachment_present(&host, "first", &r);
+}
