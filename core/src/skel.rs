@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::netns::NetNs;
-use crate::spec::{self, version, CniArgs, CniResult, NetConf, VersionReply};
+use crate::spec::{self, version, Attachment, CniArgs, CniResult, NetConf, VersionReply};
 use crate::{log, Code, Error, Result};
 
 /// A CNI verb.
@@ -130,6 +130,11 @@ impl CmdArgs {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// This request's attachment: (`CNI_CONTAINERID`, `CNI_IFNAME`).
+    pub fn attachment(&self) -> Attachment {
+        Attachment::new(&self.container_id, &self.ifname)
     }
 
     /// `prevResult`, read in the config's version.

@@ -69,6 +69,32 @@ pub fn write(key: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::os(format_args!("sysctl: write {value:?} to {path}"), e))
 }
 
+/// [`write`], skipped when the key does not exist (IPv6 disabled, a
+/// link that is already gone).
+pub fn write_if_present(key: &str, value: &str) -> Result<()> {
+    match write(key, value) {
+        Err(e) if e.is_not_found() => Ok(()),
+        r => r,
+    }
+}
+
+/// IP forwarding on for the families of `addrs`, read first so that a
+/// value already set is not rewritten.
+///
+/// Equivalent to: `sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1`
+pub fn enable_forwarding(addrs: &[ipnetwork::IpNetwork]) -> Result<()> {
+    let keys = [
+        (true, "net/ipv4/ip_forward"),
+        (false, "net/ipv6/conf/all/forwarding"),
+    ];
+    for (v4, key) in keys {
+        if addrs.iter().any(|a| a.is_ipv4() == v4) && read(key)?.trim() != "1" {
+            write(key, "1")?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a sysctl of `ns`.
 ///
 /// Equivalent to: `ip netns exec <ns> sysctl -n <key>`

@@ -176,7 +176,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn att<'a>(id: &'a str, ifname: &'a str) -> Attachment<'a> {
+fn att(id: &str, ifname: &str) -> Attachment {
     Attachment::new(id, ifname)
 }
 
@@ -1029,7 +1029,7 @@ fn long_container_ids_get_hashed_comments_that_gc_understands() {
     within(&ns, || masq::check(NET_A, &subnets_a(), &ips1, &a1)).unwrap();
     within(&ns, || spoofchk::check(NET_A, "veth1", MAC_A, &a1)).unwrap();
 
-    within(&ns, || masq::gc(NET_A, &[a1])).unwrap();
+    within(&ns, || masq::gc(NET_A, std::slice::from_ref(&a1))).unwrap();
     within(&ns, || spoofchk::gc(NET_A, &[a1])).unwrap();
     let left: Vec<IpAddr> = within(&ns, || masq::list(None))
         .unwrap()

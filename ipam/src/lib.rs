@@ -85,13 +85,21 @@ pub fn gc(a: &CmdArgs) -> Result<()> {
 }
 
 /// IPAM STATUS (spec 1.1.0): code 50 with the reason when ADD cannot work.
+/// Any failure that is not already 50 or 51 (a missing or misconfigured
+/// IPAM) is reported as 50: the plugin cannot serve ADD.
 pub fn status(a: &CmdArgs) -> Result<()> {
-    let t = ipam_type(a).map_err(|e| Error::new(Code::NotAvailable, e.msg))?;
-    match t {
+    let r = ipam_type(a).and_then(|t| match t {
         "host-local" => host_local::status(a),
         "static" => static_ipam::status(a),
         other => delegate::run(other, Command::Status, a),
-    }
+    });
+    r.map_err(|e| match e.code {
+        Code::NotAvailable | Code::LimitedConnectivity => e,
+        _ => Error {
+            code: Code::NotAvailable,
+            ..e
+        },
+    })
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@
 //!     (target <= 1/5);
 //! (b) the same with `ipMasq` (ours: nftables map element; reference:
 //!     iptables chain; target <= 1/10);
-//! (c) 1000 containers attached to one bridge (with `ipMasq`): median of
+//! (c) 1000 containers attached to one bridge (with `ipMasq` and
+//!     `macspoofchk`): median of
 //!     the last 100 ADDs / median of the first 100 (target <= 1.5 for ours;
 //!     the reference's growth is reported);
 //! (d) 200 ADDs, 16 at a time: all succeed with distinct addresses, each
 //!     on the bridge; throughput ours / reference.
 //!
-//! Every namespace is named `nuage-bench-<pid>-…` and deleted at the end;
+//! Every namespace is named `nuage-brbench-<pid>-…` and deleted at the end;
 //! leftovers of a killed run (dead pid) are removed at start. Needs root.
 //!
 //! Usage: `bridge-bench [--ours PATH] [--reference PATH] [--samples N]
@@ -35,7 +36,7 @@ use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const PREFIX: &str = "nuage-bench-";
+const PREFIX: &str = "nuage-brbench-";
 
 type Res<T> = Result<T, String>;
 
@@ -133,7 +134,7 @@ struct Namespaces {
 }
 
 impl Namespaces {
-    /// Creates `count` namespaces `nuage-bench-<pid>-<tag>-<i>` (one
+    /// Creates `count` namespaces `nuage-brbench-<pid>-<tag>-<i>` (one
     /// `ip -batch`), lo up when `lo_up`.
     fn create(&self, tag: &str, count: usize, lo_up: bool) -> Res<Vec<String>> {
         let names: Vec<String> = (0..count)
@@ -178,7 +179,7 @@ impl Namespaces {
     }
 }
 
-/// Deletes `nuage-bench-<pid>-*` namespaces whose pid is dead.
+/// Deletes `nuage-brbench-<pid>-*` namespaces whose pid is dead.
 fn sweep_stale() {
     let Ok(rd) = std::fs::read_dir("/run/netns") else {
         return;
@@ -334,7 +335,7 @@ struct Impl {
 }
 
 impl Impl {
-    fn conf(&self, name: &str, bridge: &str, subnet: &str, masq: bool) -> String {
+    fn conf(&self, name: &str, bridge: &str, subnet: &str, masq: bool, spoof: bool) -> String {
         json!({
             "cniVersion": "1.0.0",
             "name": name,
@@ -342,6 +343,7 @@ impl Impl {
             "bridge": bridge,
             "isGateway": true,
             "ipMasq": masq,
+            "macspoofchk": spoof,
             "ipam": {"type": "host-local", "subnet": subnet, "dataDir": self.dir.join("ipam")},
         })
         .to_string()
@@ -383,7 +385,7 @@ fn latency(o: &Opts, impls: &[Impl; 2], ns: &Namespaces, masq: bool, target: f64
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
             let im = &impls[k];
-            let conf = im.conf(name, bridge, subnet, masq);
+            let conf = im.conf(name, bridge, subnet, masq, false);
             let cid = format!("lat-{i}");
             let a = call_in(&im.host, &im.bin, "ADD", &cid, &ctrs[k], &conf)?;
             let d = call_in(&im.host, &im.bin, "DEL", &cid, &ctrs[k], &conf)?;
@@ -436,7 +438,7 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
     ];
     let confs = impls
         .iter()
-        .map(|im| im.conf("benchfill", "br-fill", "10.202.0.0/16", true))
+        .map(|im| im.conf("benchfill", "br-fill", "10.202.0.0/16", true, true))
         .collect::<Vec<_>>();
     // One step for each implementation, in turn: `cmd` for container `i`.
     let step = |cmd: &str, i: usize, out: &mut [Vec<Duration>; 2]| -> Res<()> {
@@ -454,7 +456,7 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
     (0..n).try_for_each(|i| step("DEL", i, &mut del))?;
     ns.delete(&ctrs[0]);
     ns.delete(&ctrs[1]);
-    println!("(c) {n} containers on one bridge (with ipMasq), attached one by one, interleaved");
+    println!("(c) {n} containers on one bridge (ipMasq + macspoofchk), attached one by one, interleaved, then deleted in the same order");
     println!(
         "  {:<11}{:>7}{:>16}{:>16}{:>8}{:>16}{:>16}",
         "", "ports", "ADD first 100", "ADD last 100", "growth", "DEL first 100", "DEL last 100"
@@ -501,7 +503,7 @@ fn concurrent(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
     let mut all_ok = true;
     for (k, im) in impls.iter().enumerate() {
         let ctrs = ns.create(&format!("par-{}", im.label), n, false)?;
-        let conf = im.conf("benchpar", "br-par", "10.203.0.0/16", false);
+        let conf = im.conf("benchpar", "br-par", "10.203.0.0/16", false, false);
         let run = |cmd: &'static str| -> Res<(Duration, Vec<Outcome>)> {
             let next = AtomicUsize::new(0);
             let results: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..n).map(|_| None).collect());

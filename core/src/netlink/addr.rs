@@ -6,7 +6,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressSco
 use netlink_packet_route::RouteNetlinkMessage;
 
 use super::{IpFamily, Netlink};
-use crate::Result;
+use crate::{Error, Result};
 
 /// An address of a link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,38 @@ impl Netlink {
             })
             .filter(|a| index.is_none_or(|i| a.index == i))
             .collect())
+    }
+
+    /// Waits until no IPv6 address of link `index` (`name` for messages) is
+    /// tentative; fails if duplicate address detection failed.
+    ///
+    /// Kernel quirk: even with `accept_dad=0` a new IPv6 address starts
+    /// tentative until the addrconf work item runs (asynchronously, after
+    /// the address is added or the link goes up); a tentative address
+    /// cannot be a route's `src` ("Invalid source address"). That takes a
+    /// millisecond or so, not the seconds of a real DAD.
+    pub fn wait_not_tentative(&mut self, index: u32, name: &str) -> Result<()> {
+        const IFA_F_DADFAILED: u32 = 0x08;
+        const IFA_F_TENTATIVE: u32 = 0x40;
+        for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let addrs = self.addrs(Some(index))?;
+            if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+                return Err(Error::internal(format!(
+                    "{} on {name}: duplicate address detected",
+                    a.address
+                )));
+            }
+            if !addrs
+                .iter()
+                .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
+            {
+                return Ok(());
+            }
+        }
+        Err(Error::internal(format!(
+            "IPv6 addresses of {name} are still tentative after 2 s"
+        )))
     }
 
     /// Adds an address; `EEXIST` if the link already has it.

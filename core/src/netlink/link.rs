@@ -261,6 +261,58 @@ impl Netlink {
         self.ack(msg, 0, |nl| format!("delete {}", nl.link_desc(index)))
     }
 
+    /// Moves link `index` into `ns` and names it `name` there, in one
+    /// request.
+    ///
+    /// Kernel behaviour this relies on: `do_setlink` first changes the
+    /// namespace, taking `name` right away when the link's current name is
+    /// already used in `ns`, then renames it. So the link never shows up in
+    /// `ns` under a colliding name, and is never renamed in the namespace it
+    /// leaves (where udev and NetworkManager would race with it). The move
+    /// sets the link down and flushes its addresses and routes. `EEXIST`:
+    /// `name` is taken in `ns`.
+    ///
+    /// Equivalent to: `ip link set dev <index> netns <ns> name <name>`
+    pub fn move_link(&mut self, index: u32, ns: &NetNs, name: &str) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes
+            .push(LinkAttribute::NetNsFd(ns.as_fd().as_raw_fd()));
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        self.set_link(index, msg, |l| {
+            format!("move {l} to netns {} as {name:?}", ns.path().display())
+        })
+    }
+
+    /// Sets the broadcast queue length of macvlan `index`: an RTM_NEWLINK
+    /// without `NLM_F_CREATE` on an existing link is the kernel's
+    /// "changelink" (RTM_SETLINK ignores `IFLA_INFO_DATA`). Kernel >= 5.11.
+    ///
+    /// Equivalent to: `ip link set dev <index> type macvlan bcqueuelen <len>`
+    pub fn set_macvlan_bcqueuelen(&mut self, index: u32, len: u32) -> Result<()> {
+        let mut msg = link_msg(index);
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::BcQueueLen(len)])),
+        ]));
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0, |nl| {
+            format!("set bcqueuelen {len} on {}", nl.link_desc(index))
+        })
+    }
+
+    /// Deletes the link named `name` if there is one (a veth takes its peer
+    /// with it); `false` when there was nothing to delete.
+    ///
+    /// Equivalent to: `ip link del dev <name>`, "Cannot find device" ignored
+    pub fn del_link_named(&mut self, name: &str) -> Result<bool> {
+        let Some(l) = self.link_by_name(name)? else {
+            return Ok(false);
+        };
+        match self.del_link(l.index) {
+            Err(e) if e.is_not_found() => Ok(false),
+            r => r.map(|()| true),
+        }
+    }
+
     /// Creates a veth pair in one request; with `peer_netns` the peer is
     /// created directly in that namespace (never visible in ours).
     ///

@@ -31,6 +31,23 @@ pub use link::{BridgePort, Link, MacvlanMode, VethSpec, VxlanSpec};
 pub use neigh::{FdbEntry, Neigh};
 pub use route::{Route, RouteSpec};
 
+/// `<prefix><8 random hex digits>`: a link name unlikely to be taken (the
+/// reference's `veth1a2b3c4d`), for host-side ends and temporary names.
+pub fn random_name(prefix: &str) -> String {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.subsec_nanos() ^ std::process::id()).to_ne_bytes();
+    }
+    format!("{prefix}{:08x}", u32::from_ne_bytes(b))
+}
+
 /// An rtnetlink socket bound to one network namespace.
 pub struct Netlink {
     sock: socket::Socket,

@@ -72,22 +72,9 @@ pub const TABLE: &str = "nuage";
 /// nft's limit on rule and element comments, in bytes.
 pub const COMMENT_MAX: usize = 128;
 
-/// One attachment of a container to a network: what GC keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Attachment<'a> {
-    pub container_id: &'a str,
-    /// The interface name inside the container (`CNI_IFNAME`).
-    pub ifname: &'a str,
-}
-
-impl<'a> Attachment<'a> {
-    pub fn new(container_id: &'a str, ifname: &'a str) -> Self {
-        Attachment {
-            container_id,
-            ifname,
-        }
-    }
-}
+/// One attachment of a container to a network (container id, ifname): what
+/// GC keeps.
+pub use crate::spec::Attachment;
 
 /// The comment of an element added for `att` on `network`:
 /// `<network>/<containerID>/<ifname>` (CNI names, IDs and interface names

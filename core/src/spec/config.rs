@@ -23,6 +23,15 @@ pub struct Attachment {
     pub ifname: String,
 }
 
+impl Attachment {
+    pub fn new(container_id: impl Into<String>, ifname: impl Into<String>) -> Self {
+        Attachment {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        }
+    }
+}
+
 /// The shared keys of a plugin's network configuration.
 #[derive(Debug, Clone, Default)]
 pub struct NetConf {

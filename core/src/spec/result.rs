@@ -266,6 +266,24 @@ impl CniResult {
         Ok(Value::Object(out))
     }
 
+    /// The interface `ifname` of the container `netns`, as CHECK looks it
+    /// up (the reference's message when the sandbox differs).
+    pub fn container_interface(&self, ifname: &str, netns: &str) -> Result<&Interface> {
+        self.interfaces
+            .iter()
+            .find(|i| i.name == ifname && i.sandbox == netns)
+            .ok_or_else(|| {
+                let sandbox = self
+                    .interfaces
+                    .iter()
+                    .find(|i| i.name == ifname)
+                    .map_or("", |i| i.sandbox.as_str());
+                Error::internal(format!(
+                    "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
+                ))
+            })
+    }
+
     /// The IPAM form: no interfaces, no interface index on addresses.
     pub fn into_ipam(mut self) -> Self {
         self.interfaces.clear();

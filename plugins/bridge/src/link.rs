@@ -1,12 +1,11 @@
 //! The links of a bridge network: the bridge, the veth pairs, the gateway
 //! addresses, and their checks.
 
-use std::io::Read;
 use std::thread::sleep;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{Link, MacAddr, Netlink, VethSpec};
+use nuage_core::netlink::{self, Link, MacAddr, Netlink, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
@@ -51,7 +50,7 @@ pub fn check_free(
 /// `vlan`/`vlanTrunk` need bridge VLAN filtering: probe for it with a
 /// throwaway bridge (created and deleted at once).
 pub fn require_vlan_filtering(host: &mut Netlink, bridge: &str) -> Result<()> {
-    let probe = format!("nuvlan{:08x}", random_u32());
+    let probe = netlink::random_name("nuvlan");
     match host.create_vlan_bridge(&probe, None, None) {
         Ok(()) => {
             if let Some(l) = host.link_by_name(&probe)? {
@@ -108,7 +107,7 @@ pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result
         host.set_promisc(br.index, true)?;
     }
     // No router advertisements on host-side links (CVE-2020-10749).
-    write_if_present(&format!("net/ipv6/conf/{name}/accept_ra"), "0")?;
+    sysctl::write_if_present(&format!("net/ipv6/conf/{name}/accept_ra"), "0")?;
     if !br.flags_up {
         host.set_up(br.index)?;
     }
@@ -121,28 +120,6 @@ fn del_by_name(name: &str) -> Result<()> {
         Some(l) => nl.del_link(l.index),
         None => Ok(()),
     }
-}
-
-/// A sysctl write that is skipped when the key does not exist (IPv6 off).
-fn write_if_present(key: &str, value: &str) -> Result<()> {
-    match sysctl::write(key, value) {
-        Err(e) if e.is_not_found() => Ok(()),
-        r => r,
-    }
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.subsec_nanos() ^ std::process::id();
-    }
-    u32::from_ne_bytes(b)
 }
 
 /// The veth pair: the container end (`ifname`, with the requested MAC and
@@ -162,7 +139,7 @@ pub fn create_veth(
     let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
     let mut attempt = 0;
     let host_name = loop {
-        let name = format!("veth{:08x}", random_u32());
+        let name = netlink::random_name("veth");
         let spec = VethSpec {
             name: &name,
             peer_name: ifname,
@@ -186,7 +163,7 @@ pub fn create_veth(
     let hv = host
         .link_by_name(&host_name)?
         .ok_or_else(|| Error::internal(format!("veth {host_name:?} vanished after creation")))?;
-    write_if_present(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
+    sysctl::write_if_present(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
     host.set_up(hv.index)?;
     host.set_controller(hv.index, Some(br.index)).map_err(|e| {
         if e.errno() == Some(libc::EXFULL) {
@@ -222,9 +199,9 @@ pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<(
         } else {
             ("0", None)
         };
-        write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)?;
+        sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)?;
         if let Some(e) = enhanced {
-            write_if_present(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), e)?;
+            sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), e)?;
         }
         sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
     })?

@@ -14,7 +14,6 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use nuage_core::netlink::{MacAddr, Netlink};
-use nuage_core::nft::Attachment;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
 use nuage_core::spec::{CniResult, Interface, Route};
@@ -43,7 +42,7 @@ impl Plugin for Bridge {
         let br = link::ensure_bridge(&mut host, &conf, &mut undo)?;
         let (host_veth, ctr_veth) =
             link::create_veth(&mut host, &mut ctr, &ns, &conf, &br, &a.ifname, &mut undo)?;
-        let att = attachment(a);
+        let att = a.attachment();
         let net = a.conf.name.as_str();
         if conf.br.macspoofchk {
             let mac = ctr_veth.mac.unwrap_or_default();
@@ -83,7 +82,7 @@ impl Plugin for Bridge {
                     .filter_map(|ip| IpNetwork::new(ip.gateway?, ip.address.prefix()).ok())
                     .collect();
                 link::ensure_gateway_addrs(&mut host, &br, &gws, conf.br.force_address)?;
-                enable_forwarding(&gws)?;
+                sysctl::enable_forwarding(&gws)?;
                 if let Some(b) = host.link_by_index(br.index)? {
                     result.interfaces[0].mac = mac_string(b.mac);
                 }
@@ -109,7 +108,7 @@ impl Plugin for Bridge {
 
     fn del(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
-        let att = attachment(a);
+        let att = a.attachment();
         let net = a.conf.name.as_str();
         let prev = a.prev_result().ok().flatten();
         let mut errs = Errors::new();
@@ -176,7 +175,7 @@ impl Plugin for Bridge {
         let mut ctr = Netlink::in_netns(&ns)?;
         let (port, mac) = link::check_links(&mut host, &mut ctr, &conf, a, &prev)?;
         ifconfig::check_iface(&mut ctr, &ns, &a.ifname, &prev)?;
-        let att = attachment(a);
+        let att = a.attachment();
         let net = a.conf.name.as_str();
         if conf.br.macspoofchk {
             nft::spoofchk::check(net, &port, mac, &att)?;
@@ -195,17 +194,13 @@ impl Plugin for Bridge {
         let Some(valid) = a.conf.valid_attachments.as_deref() else {
             return Ok(());
         };
-        let valid: Vec<Attachment> = valid
-            .iter()
-            .map(|v| Attachment::new(&v.container_id, &v.ifname))
-            .collect();
         let net = a.conf.name.as_str();
         let mut errs = Errors::new();
         if conf.br.ip_masq {
-            errs.collect(nft::masq::gc(net, &valid));
+            errs.collect(nft::masq::gc(net, valid));
         }
         if conf.br.macspoofchk {
-            errs.collect(nft::spoofchk::gc(net, &valid));
+            errs.collect(nft::spoofchk::gc(net, valid));
         }
         if conf.ipam {
             errs.collect(nuage_ipam::gc(a));
@@ -219,10 +214,6 @@ impl Plugin for Bridge {
         }
         Ok(())
     }
-}
-
-fn attachment(a: &CmdArgs) -> Attachment<'_> {
-    Attachment::new(&a.container_id, &a.ifname)
 }
 
 fn mac_string(mac: Option<[u8; 6]>) -> String {
@@ -273,19 +264,6 @@ fn first_host(n: IpNetwork) -> Option<IpAddr> {
         IpAddr::V4(a) => Some(IpAddr::V4((u32::from(a) + 1).into())),
         IpAddr::V6(a) => Some(IpAddr::V6((u128::from(a) + 1).into())),
     }
-}
-
-/// Equivalent to: sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-fn enable_forwarding(gws: &[IpNetwork]) -> Result<()> {
-    if gws.iter().any(|g| g.is_ipv4()) && sysctl::read("net/ipv4/ip_forward")?.trim() != "1" {
-        sysctl::write("net/ipv4/ip_forward", "1")?;
-    }
-    if gws.iter().any(|g| g.is_ipv6())
-        && sysctl::read("net/ipv6/conf/all/forwarding")?.trim() != "1"
-    {
-        sysctl::write("net/ipv6/conf/all/forwarding", "1")?;
-    }
-    Ok(())
 }
 
 fn main() {

@@ -211,6 +211,7 @@ fn host_state(side: &Side, bridge: &str, veth: &str) -> Value {
             "isolated": port["isolated"],
             "learning": port["learning"],
             "state": port["state"],
+            "accept_ra": h.sysctl(h.netns(), &format!("net/ipv6/conf/{veth}/accept_ra")),
         },
         "ip_forward": h.sysctl(h.netns(), "net.ipv4.ip_forward"),
         "ipv6_forwarding": h.sysctl(h.netns(), "net/ipv6/conf/all/forwarding"),

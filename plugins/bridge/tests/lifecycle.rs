@@ -224,6 +224,139 @@ fn del_of_an_l2_attachment_and_of_one_never_added() {
     del(&host, None, "never", &c);
 }
 
+/// Puts an `nft` wrapper first in `PATH` that logs each invocation (its
+/// arguments and its stdin, one line) to `<host dir>/nft.log`, then runs the
+/// real nft; returns the `PATH` to pass and the log's path.
+fn nft_logger(host: &Host) -> (String, std::path::PathBuf) {
+    let log = host.dir().join("nft.log");
+    write_script(
+        host,
+        "nft-wrap/nft",
+        &format!(
+            "#!/bin/sh\n\
+             in=$(cat)\n\
+             printf '%s\\t%s\\n' \"$*\" \"$in\" >> {log}\n\
+             printf '%s' \"$in\" | exec /usr/sbin/nft \"$@\"\n",
+            log = log.display()
+        ),
+    );
+    let path = format!("{}:{DEFAULT_PATH}", host.dir().join("nft-wrap").display());
+    (path, log)
+}
+
+/// The lines of the nft log from line `from` on.
+fn nft_log(log: &Path, from: usize) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn add_and_del_touch_only_elements_of_this_attachment_in_one_transaction_each() {
+    // The per-container nft work is one element transaction per table: the
+    // masquerade of the container's addresses (never link-local ones, which
+    // are in no map: naming one makes the batch fail with ENOENT and fall
+    // back to one transaction per address) and the spoof check of its port.
+    let host = setup("life-nftlog");
+    let c = net(
+        &host,
+        "1.0.0",
+        NET,
+        BR,
+        None,
+        json!({
+            "isGateway": true, "ipMasq": true, "macspoofchk": true,
+            "ipam": {"type": "host-local", "dataDir": data_dir(&host),
+                     "ranges": ranges(&["10.90.0.0/24", "fd00:90::/64"])},
+        }),
+    );
+    let (path, log) = nft_logger(&host);
+    let env = [("PATH", path.as_str())];
+    let first = host.container("first");
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "first",
+        Some(first.path_str()),
+        &c,
+        &env,
+    );
+    out.assert_success();
+
+    // A second ADD: only `create element`s, one transaction per table.
+    let ctr = host.container("c");
+    let mark = nft_log(&log, 0).len();
+    let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &env);
+    out.assert_success();
+    let res = out.expect_json().clone();
+    let add_log = nft_log(&log, mark);
+    assert_eq!(add_log.len(), 2, "{add_log:#?}");
+    for l in &add_log {
+        let doc: Value = serde_json::from_str(l.split_once('\t').unwrap().1).unwrap();
+        let cmds = doc["nftables"].as_array().unwrap();
+        assert!(cmds.iter().all(|c| c.get("create").is_some()), "{l}");
+    }
+
+    // DEL without prevResult, the netns present (addresses read from the
+    // container, which also has an IPv6 link-local address).
+    assert!(ctr.addr_cidrs("eth0").iter().any(|a| a.starts_with("fe80")));
+    let mark = nft_log(&log, 0).len();
+    let out = cni(&host, &ours(), "DEL", "c", Some(ctr.path_str()), &c, &env);
+    out.assert_success();
+    assert_attachment_gone(&host, "c", &res);
+    let del_log = nft_log(&log, mark);
+    let masq: Vec<&String> = del_log
+        .iter()
+        .filter(|l| l.contains("masq4") || l.contains("masq6"))
+        .collect();
+    assert!(
+        del_log.iter().all(|l| !l.contains("fe80")),
+        "DEL asked nft to delete masquerade elements of link-local addresses: {del_log:#?}"
+    );
+    assert_eq!(masq.len(), 1, "one masquerade transaction: {masq:#?}");
+}
+
+#[test]
+fn del_with_the_netns_present_does_not_list_the_spoof_check_table() {
+    // The container's MAC is known (its interface is there, and in
+    // prevResult): deleting its spoof-check pair needs no listing of every
+    // element of `bridge nuage`, which costs more with each container.
+    let host = setup("life-nftlist");
+    let c = full(&host, "1.0.0");
+    let (path, log) = nft_logger(&host);
+    let env = [("PATH", path.as_str())];
+    let ctr = host.container("c");
+    let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &env);
+    out.assert_success();
+    let res = out.expect_json().clone();
+    for conf in [c.clone(), with_prev(&c, &res)] {
+        let mark = nft_log(&log, 0).len();
+        let out = cni(
+            &host,
+            &ours(),
+            "DEL",
+            "c",
+            Some(ctr.path_str()),
+            &conf,
+            &env,
+        );
+        out.assert_success();
+        let del_log = nft_log(&log, mark);
+        assert_attachment_gone(&host, "c", &res);
+        assert!(
+            del_log.iter().all(|l| !l.starts_with("-j list")),
+            "DEL listed a whole table: {del_log:#?}"
+        );
+        // Again, for the second round (with prevResult).
+        let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &[]);
+        out.assert_success();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // CHECK
 // ---------------------------------------------------------------------------

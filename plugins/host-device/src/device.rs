@@ -15,7 +15,6 @@ use nuage_core::rollback::Undo;
 use nuage_core::{log, Error, Result, ResultExt};
 
 use crate::record::Record;
-use crate::rtnl;
 
 /// The name, alias, state and address of `dev` before it moves.
 pub fn snapshot(dev: &Link, container_id: &str, ifname: &str) -> Record {
@@ -51,7 +50,7 @@ pub fn move_in<'a>(
 ) -> Result<Link> {
     host.set_alias(rec.host_index, &rec.name)
         .context("failed to move link")?;
-    if let Err(e) = rtnl::move_link(rec.host_index, ns, ifname) {
+    if let Err(e) = host.move_link(rec.host_index, ns, ifname) {
         let _ = host.set_alias(rec.host_index, rec.alias.as_deref().unwrap_or(""));
         return Err(e.context("failed to move link"));
     }
@@ -126,7 +125,8 @@ pub fn move_out(
 ) -> Result<()> {
     let here = NetNs::current()?;
     let target = free_name(host, name)?;
-    ns.run(|| rtnl::move_link(index, &here, &target))?
+    Netlink::in_netns(ns)?
+        .move_link(index, &here, &target)
         .with_context(|| format!("failed to give {name} back to the host"))?;
     let dev = host.link_by_name(&target)?.ok_or_else(|| {
         Error::internal(format!("{target:?} not found on the host after the move"))

@@ -14,13 +14,12 @@
 mod config;
 mod device;
 mod record;
-mod rtnl;
 
 use nuage_core::netlink::{MacAddr, Netlink};
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
-use nuage_core::spec::{Attachment, CniResult, Interface};
-use nuage_core::{ifconfig, log, Code, Error, Errors, Result, ResultExt};
+use nuage_core::spec::{CniResult, Interface};
+use nuage_core::{ifconfig, log, Error, Errors, Result, ResultExt};
 
 use config::Conf;
 use record::Store;
@@ -50,7 +49,7 @@ impl Plugin for HostDevice {
         }
         let dpdk = conf.dpdk()?;
         let store = Store::new(&conf.data_dir, &a.conf.name);
-        let att = attachment(a);
+        let att = a.attachment();
         let sandbox = a.netns.clone().unwrap_or_default();
 
         // A device driven from user space (DPDK) has no interface to move.
@@ -111,7 +110,7 @@ impl Plugin for HostDevice {
     fn del(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
         let store = Store::new(&conf.data_dir, &a.conf.name);
-        let att = attachment(a);
+        let att = a.attachment();
         let mut errs = Errors::new();
         // Unlike the reference, also without a netns: the lease is the host's.
         if conf.ipam {
@@ -157,20 +156,7 @@ impl Plugin for HostDevice {
             return Ok(());
         }
         let netns = a.netns.as_deref().unwrap_or("");
-        let iface = prev
-            .interfaces
-            .iter()
-            .find(|i| i.name == a.ifname && i.sandbox == netns)
-            .ok_or_else(|| {
-                let sandbox = prev
-                    .interfaces
-                    .iter()
-                    .find(|i| i.name == a.ifname)
-                    .map_or("", |i| i.sandbox.as_str());
-                Error::internal(format!(
-                    "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
-                ))
-            })?;
+        let iface = prev.container_interface(&a.ifname, netns)?;
         let mut ctr = Netlink::in_netns(&ns)?;
         let link = ctr.link_by_name(&a.ifname)?.ok_or_else(|| {
             Error::internal(format!(
@@ -218,28 +204,9 @@ impl Plugin for HostDevice {
 
     fn status(&self, a: &CmdArgs) -> Result<()> {
         if Conf::load(a)?.ipam {
-            nuage_ipam::status(a).map_err(not_available)?;
+            nuage_ipam::status(a)?;
         }
         Ok(())
-    }
-}
-
-fn attachment(a: &CmdArgs) -> Attachment {
-    Attachment {
-        container_id: a.container_id.clone(),
-        ifname: a.ifname.clone(),
-    }
-}
-
-/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (not found,
-/// misconfigured) makes this plugin unavailable.
-fn not_available(e: Error) -> Error {
-    match e.code {
-        Code::NotAvailable | Code::LimitedConnectivity => e,
-        _ => Error {
-            code: Code::NotAvailable,
-            ..e
-        },
     }
 }
 

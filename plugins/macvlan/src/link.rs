@@ -1,15 +1,12 @@
 //! The container's macvlan: creation, and its CHECK.
 
-use std::io::Read;
-
-use nuage_core::netlink::{Link, MacAddr, Netlink};
+use nuage_core::netlink::{self, Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
 use nuage_core::{sysctl, Error, Result, ResultExt};
 
 use crate::config::Conf;
-use crate::rtnl;
 
 /// Everything on the container's side before IPAM, in one visit of its
 /// namespace (each visit is a thread: on VMs, handing work to an idle vCPU
@@ -72,7 +69,7 @@ pub fn setup(
                 // A name taken on the host (old kernels), or a random one taken.
                 Err(e) if e.is_exists() && attempt < 5 && ctr.link_by_name(&name)?.is_none() => {
                     attempt += 1;
-                    name = format!("mvtmp{:08x}", random_u32());
+                    name = netlink::random_name("mvtmp");
                 }
                 Err(e) => return Err(explain_create(e, conf, &master)),
             }
@@ -82,7 +79,7 @@ pub fn setup(
             .ok_or_else(|| Error::internal(format!("macvlan {name:?} vanished after creation")))?;
         let finish = |ctr: &mut Netlink| -> Result<Link> {
             if let Some(len) = conf.bcqueuelen {
-                rtnl::set_bcqueuelen(link.index, len)?;
+                ctr.set_macvlan_bcqueuelen(link.index, len)?;
             }
             if conf.ipam {
                 // Best effort, as the reference (IPv6 may be off). Per-interface
@@ -198,18 +195,4 @@ fn mode_name(mode: Option<u32>) -> String {
         .into_iter()
         .find(|m| Some(m.as_u32()) == mode)
         .map_or_else(|| format!("{mode:?}"), |m| m.to_string())
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.subsec_nanos() ^ std::process::id();
-    }
-    u32::from_ne_bytes(b)
 }

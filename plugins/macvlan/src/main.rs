@@ -10,7 +10,6 @@
 
 mod config;
 mod link;
-mod rtnl;
 mod shim;
 
 use std::net::IpAddr;
@@ -18,8 +17,8 @@ use std::net::IpAddr;
 use nuage_core::netlink::{MacAddr, Netlink};
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
-use nuage_core::spec::{Attachment, CniResult, Interface};
-use nuage_core::{ifconfig, Code, Error, Errors, Result, ResultExt};
+use nuage_core::spec::{CniResult, Interface};
+use nuage_core::{ifconfig, Error, Errors, Result, ResultExt};
 
 use config::Conf;
 
@@ -63,7 +62,7 @@ impl Plugin for Macvlan {
             }
             ifconfig::configure_iface(&mut ctr, ns, &a.ifname, &result)?;
             if let Some(s) = &conf.shim {
-                let att = attachment(a);
+                let att = a.attachment();
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
                 shim::add(&mut host, s, &master, conf.mode, &a.conf.name, &att, &ips)?;
                 undo.push("hostShim routes", move || {
@@ -87,25 +86,14 @@ impl Plugin for Macvlan {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
         }
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
-            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
-                match ctr.link_by_name(&a.ifname)? {
-                    Some(l) => ctr.del_link(l.index).or_else(|e| {
-                        if e.is_not_found() {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }),
-                    None => Ok(()),
-                }
-            }));
+            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));
         }
         if let Some(s) = &conf.shim {
             let prev_ips: Vec<IpAddr> = match a.prev_result() {
                 Ok(Some(prev)) => prev.ips.iter().map(|ip| ip.address.ip()).collect(),
                 _ => Vec::new(),
             };
-            errs.collect(shim::del(&a.conf.name, &s.name, &attachment(a), &prev_ips));
+            errs.collect(shim::del(&a.conf.name, &s.name, &a.attachment(), &prev_ips));
         }
         errs.into_result()
     }
@@ -152,28 +140,9 @@ impl Plugin for Macvlan {
 
     fn status(&self, a: &CmdArgs) -> Result<()> {
         if Conf::load(a)?.ipam {
-            nuage_ipam::status(a).map_err(not_available)?;
+            nuage_ipam::status(a)?;
         }
         Ok(())
-    }
-}
-
-fn attachment(a: &CmdArgs) -> Attachment {
-    Attachment {
-        container_id: a.container_id.clone(),
-        ifname: a.ifname.clone(),
-    }
-}
-
-/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (not found,
-/// misconfigured) makes this plugin unavailable.
-fn not_available(e: Error) -> Error {
-    match e.code {
-        Code::NotAvailable | Code::LimitedConnectivity => e,
-        _ => Error {
-            code: Code::NotAvailable,
-            ..e
-        },
     }
 }
 

@@ -197,33 +197,9 @@ fn ensure(host: &mut Netlink, shim: &Shim, master: &Link, mode: MacvlanMode) -> 
         host.set_up(link.index)?;
     }
     if shim.addresses.iter().any(|a| a.is_ipv6()) {
-        wait_not_tentative(host, &link)?;
+        host.wait_not_tentative(link.index, &link.name)?;
     }
     Ok(link)
-}
-
-/// Waits until no IPv6 address of `link` is tentative.
-///
-/// Kernel quirk: even with `accept_dad=0` a new IPv6 address starts
-/// tentative, until the addrconf work item runs (asynchronously, after the
-/// address is added or the link goes up); a tentative address cannot be a
-/// route's `src` ("Invalid source address"). This takes about a millisecond.
-fn wait_not_tentative(nl: &mut Netlink, link: &Link) -> Result<()> {
-    const IFA_F_TENTATIVE: u32 = 0x40;
-    for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        if !nl
-            .addrs(Some(link.index))?
-            .iter()
-            .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
-        {
-            return Ok(());
-        }
-    }
-    Err(Error::internal(format!(
-        "hostShim: IPv6 addresses of {} are still tentative after 2 s",
-        link.name
-    )))
 }
 
 /// DEL: removes the attachment's routes (from its record, else

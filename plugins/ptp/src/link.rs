@@ -10,11 +10,10 @@
 //! the veth (`10.1.1.1/32`) and a host route to the container
 //! (`10.1.1.5/32 dev veth...`), and routes between containers.
 
-use std::io::Read;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{Link, MacAddr, Netlink, RouteSpec, VethSpec};
+use nuage_core::netlink::{self, Link, MacAddr, Netlink, RouteSpec, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
@@ -57,7 +56,7 @@ pub fn create_veth(
 ) -> Result<(Link, Link)> {
     let mut attempt = 0;
     let name = loop {
-        let name = format!("veth{:08x}", random_u32());
+        let name = netlink::random_name("veth");
         let spec = VethSpec {
             name: &name,
             peer_name: ifname,
@@ -86,7 +85,7 @@ pub fn create_veth(
             .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
     });
     for key in ["accept_ra", "accept_dad"] {
-        write_if_present(&format!("net/ipv6/conf/{name}/{key}"), "0")?;
+        sysctl::write_if_present(&format!("net/ipv6/conf/{name}/{key}"), "0")?;
     }
     host.set_up(index)?;
     let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
@@ -111,14 +110,14 @@ pub fn configure_container(
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
         // No DAD on a link whose only other end is the host: a tentative
         // address could not be a route's `src` yet, and would delay ADD.
-        ns.run(|| write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
+        ns.run(|| sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
     }
     ifconfig::configure_iface(ctr, ns, ifname, result)?;
     let link = ctr
         .link_by_name(ifname)?
         .ok_or_else(|| Error::internal(format!("container veth {ifname:?} vanished")))?;
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
-        wait_not_tentative(ctr, &link)?;
+        ctr.wait_not_tentative(link.index, &link.name)?;
     }
     for ip in &result.ips {
         let gw = gateway(ip.address, ip.gateway)?;
@@ -194,20 +193,7 @@ pub fn check(
     prev: &CniResult,
 ) -> Result<()> {
     let netns = a.netns.as_deref().unwrap_or("");
-    let iface = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == a.ifname && i.sandbox == netns)
-        .ok_or_else(|| {
-            let sandbox = prev
-                .interfaces
-                .iter()
-                .find(|i| i.name == a.ifname)
-                .map_or("", |i| i.sandbox.as_str());
-            Error::internal(format!(
-                "Sandbox in prevResult {sandbox} doesn't match configured netns: {netns}"
-            ))
-        })?;
+    let iface = prev.container_interface(&a.ifname, netns)?;
     let cv = ctr.link_by_name(&a.ifname)?.ok_or_else(|| {
         Error::internal(format!(
             "ptp: Container Interface name in prevResult: {} not found",
@@ -265,38 +251,6 @@ pub fn check(
     Ok(())
 }
 
-/// Waits until no IPv6 address of `link` is tentative.
-///
-/// Kernel quirk: even with `accept_dad=0` a new IPv6 address starts
-/// tentative, until the addrconf work item runs (asynchronously, after the
-/// address is added or the link goes up); a tentative address cannot be a
-/// route's `src` ("Invalid source address"). This takes a millisecond or
-/// so, not the seconds of the DAD the reference waits for.
-fn wait_not_tentative(nl: &mut Netlink, link: &Link) -> Result<()> {
-    const IFA_F_DADFAILED: u32 = 0x08;
-    const IFA_F_TENTATIVE: u32 = 0x40;
-    for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        let addrs = nl.addrs(Some(link.index))?;
-        if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
-            return Err(Error::internal(format!(
-                "{} on {}: duplicate address detected",
-                a.address, link.name
-            )));
-        }
-        if !addrs
-            .iter()
-            .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
-        {
-            return Ok(());
-        }
-    }
-    Err(Error::internal(format!(
-        "IPv6 addresses of {} are still tentative after 2 s",
-        link.name
-    )))
-}
-
 /// `10.1.1.0/24` of `10.1.1.5/24`.
 pub fn network_of(n: IpNetwork) -> IpNetwork {
     IpNetwork::new(n.network(), n.prefix()).unwrap_or(n)
@@ -307,23 +261,4 @@ fn ignore(r: Result<()>, benign: fn(&Error) -> bool) -> Result<()> {
         Err(e) if benign(&e) => Ok(()),
         r => r,
     }
-}
-
-/// A sysctl write skipped when the key does not exist (IPv6 off).
-fn write_if_present(key: &str, value: &str) -> Result<()> {
-    ignore(sysctl::write(key, value), Error::is_not_found)
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return t.subsec_nanos() ^ std::process::id();
-    }
-    u32::from_ne_bytes(b)
 }

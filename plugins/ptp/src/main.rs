@@ -14,11 +14,11 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use nuage_core::netlink::{MacAddr, Netlink};
-use nuage_core::nft::{self, Attachment};
+use nuage_core::nft;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
 use nuage_core::spec::{CniResult, Interface};
-use nuage_core::{sysctl, Code, Error, Errors, Result, ResultExt};
+use nuage_core::{sysctl, Error, Errors, Result, ResultExt};
 
 use config::Conf;
 
@@ -46,7 +46,7 @@ impl Plugin for Ptp {
         for ip in &ipam.ips {
             link::gateway(ip.address, ip.gateway)?;
         }
-        enable_forwarding(&ipam.ips.iter().map(|ip| ip.address).collect::<Vec<_>>())
+        sysctl::enable_forwarding(&ipam.ips.iter().map(|ip| ip.address).collect::<Vec<_>>())
             .context("Could not enable IP forwarding")?;
 
         let (hv, cv) = link::create_veth(&mut host, &mut ctr, &ns, conf.mtu, &a.ifname, &mut undo)?;
@@ -82,7 +82,7 @@ impl Plugin for Ptp {
                 .map(|ip| link::network_of(ip.address))
                 .collect();
             let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
-            nft::masq::add(&a.conf.name, &subnets, &ips, &attachment(a))?;
+            nft::masq::add(&a.conf.name, &subnets, &ips, &a.attachment())?;
             undo.push("masquerade", move || nft::masq::del(&a.conf.name, &ips));
         }
         // Only a `dns` given to ptp replaces IPAM's.
@@ -100,7 +100,7 @@ impl Plugin for Ptp {
         // them), and found by this attachment's element comments: no need
         // for prevResult or the netns.
         if conf.ip_masq {
-            errs.collect(masq_del(a));
+            errs.collect(nft::masq::del_attachment(&a.conf.name, &a.attachment()));
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
@@ -108,18 +108,7 @@ impl Plugin for Ptp {
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             // Deleting the container end deletes the host end, its gateway
             // addresses and the host routes through it.
-            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
-                match ctr.link_by_name(&a.ifname)? {
-                    Some(l) => ctr.del_link(l.index).or_else(|e| {
-                        if e.is_not_found() {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    }),
-                    None => Ok(()),
-                }
-            }));
+            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));
         }
         errs.into_result()
     }
@@ -142,7 +131,7 @@ impl Plugin for Ptp {
                 .map(|ip| link::network_of(ip.address))
                 .collect();
             let ips: Vec<IpAddr> = prev.ips.iter().map(|ip| ip.address.ip()).collect();
-            nft::masq::check(&a.conf.name, &subnets, &ips, &attachment(a))?;
+            nft::masq::check(&a.conf.name, &subnets, &ips, &a.attachment())?;
         }
         Ok(())
     }
@@ -157,62 +146,14 @@ impl Plugin for Ptp {
             errs.collect(nuage_ipam::gc(a));
         }
         if conf.ip_masq {
-            let valid: Vec<Attachment> = valid
-                .iter()
-                .map(|v| Attachment::new(&v.container_id, &v.ifname))
-                .collect();
-            errs.collect(nft::masq::gc(&a.conf.name, &valid));
+            errs.collect(nft::masq::gc(&a.conf.name, valid));
         }
         errs.into_result()
     }
 
     fn status(&self, a: &CmdArgs) -> Result<()> {
-        let conf = Conf::load(a)?;
-        conf.require_ipam()
-            .and_then(|()| nuage_ipam::status(a))
-            .map_err(not_available)
-    }
-}
-
-fn attachment(a: &CmdArgs) -> Attachment<'_> {
-    Attachment::new(&a.container_id, &a.ifname)
-}
-
-/// Stops masquerading this attachment's addresses, whatever they were.
-fn masq_del(a: &CmdArgs) -> Result<()> {
-    let comment = nft::attachment_comment(&a.conf.name, &attachment(a));
-    let ips: Vec<IpAddr> = nft::masq::list(Some(&a.conf.name))?
-        .into_iter()
-        .filter(|m| m.comment.as_deref() == Some(comment.as_str()))
-        .map(|m| m.ip)
-        .collect();
-    nft::masq::del(&a.conf.name, &ips)
-}
-
-/// Equivalent to: sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
-/// (for the families present; read first, so a set value is not rewritten).
-fn enable_forwarding(addrs: &[IpNetwork]) -> Result<()> {
-    let keys = [
-        (true, "net/ipv4/ip_forward"),
-        (false, "net/ipv6/conf/all/forwarding"),
-    ];
-    for (v4, key) in keys {
-        if addrs.iter().any(|a| a.is_ipv4() == v4) && sysctl::read(key)?.trim() != "1" {
-            sysctl::write(key, "1")?;
-        }
-    }
-    Ok(())
-}
-
-/// STATUS answers 50 or 51: an IPAM that cannot serve ADD (missing, not
-/// found, misconfigured) makes this plugin unavailable.
-fn not_available(e: Error) -> Error {
-    match e.code {
-        Code::NotAvailable | Code::LimitedConnectivity => e,
-        _ => Error {
-            code: Code::NotAvailable,
-            ..e
-        },
+        // Without an ipam section this is 50 too: ptp cannot serve ADD.
+        nuage_ipam::status(a)
     }
 }
 

@@ -25,6 +25,7 @@
 //! ```
 #![allow(unsafe_code)] // pre_exec/setns/mount/flock in a test-only crate
 
+pub mod cni;
 mod exec;
 mod host;
 mod json;

@@ -1,0 +1,159 @@
+//! Helpers for plugin integration tests: one CNI call, config edits, the
+//! container-side state in a comparable form, and small network checks.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::{Family, Host, Netns, PluginOutput, REFERENCE_DIR};
+
+pub const VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
+/// One CNI call: `cmd` for attachment (`cid`, `eth0`) on `netns` (`None`:
+/// `CNI_NETNS` unset), with `extra` variables (e.g. `CNI_ARGS`; a later
+/// `CNI_IFNAME` wins).
+#[track_caller]
+pub fn cni(
+    host: &Host,
+    bin: &Path,
+    cmd: &str,
+    cid: &str,
+    netns: Option<&str>,
+    conf: &str,
+    extra: &[(&str, &str)],
+) -> PluginOutput {
+    let mut env = vec![
+        ("CNI_COMMAND", cmd),
+        ("CNI_CONTAINERID", cid),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", REFERENCE_DIR),
+    ];
+    if let Some(ns) = netns {
+        env.push(("CNI_NETNS", ns));
+    }
+    env.extend_from_slice(extra);
+    host.run_plugin(bin, &env, conf)
+}
+
+/// `conf` with `key` set to `value`.
+pub fn with(conf: &str, key: &str, value: Value) -> String {
+    let mut v: Value = serde_json::from_str(conf).expect("test config is JSON");
+    v[key] = value;
+    v.to_string()
+}
+
+/// `conf` with `prevResult` set, as runtimes send it to CHECK and DEL.
+pub fn with_prev(conf: &str, prev: &Value) -> String {
+    with(conf, "prevResult", prev.clone())
+}
+
+/// A stand-in "physical" NIC: veth `name` in the host, its peer in `lan`
+/// (a namespace playing the segment), both up; `cidr` on the host end.
+pub fn nic(host: &Host, lan: &Netns, name: &str, cidr: Option<&str>) {
+    host.netns()
+        .veth_pair_into(name, lan, &format!("{name}-lan"));
+    if let Some(c) = cidr {
+        host.netns().ip(&["addr", "add", c, "dev", name]);
+    }
+}
+
+/// The leases of host-local `network` in the host's default data dir.
+pub fn leases(host: &Host, network: &str) -> Vec<String> {
+    let dir = host.state_dir().join("networks").join(network);
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The container-side state of `ifname` that the result describes, in a
+/// comparable form: the link (kind, macvlan mode, MTU, MAC, up, alias), its
+/// addresses (no link-local) and the routes of the namespace (no kernel
+/// link-local or multicast ones; protocol ignored).
+pub fn state(ns: &Netns, ifname: &str) -> Value {
+    let link = ns
+        .link(ifname)
+        .unwrap_or_else(|| panic!("no {ifname} in {}", ns.name()));
+    let info = &link["linkinfo"];
+    let flags = link["flags"].as_array().cloned().unwrap_or_default();
+    let mut addrs: Vec<String> = ns
+        .addrs(ifname)
+        .iter()
+        .filter(|a| a["scope"] != "link")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
+        .collect();
+    addrs.sort();
+    let mut routes = Vec::new();
+    for fam in [Family::V4, Family::V6] {
+        for mut r in ns.routes(fam) {
+            let dst = r["dst"].as_str().unwrap_or("");
+            if dst.starts_with("fe80::")
+                || dst.starts_with("ff00::")
+                || dst.starts_with("multicast")
+            {
+                continue;
+            }
+            if let Some(o) = r.as_object_mut() {
+                o.remove("protocol");
+                o.remove("flags");
+                o.remove("pref");
+            }
+            routes.push(r);
+        }
+    }
+    json!({
+        "name": link["ifname"],
+        "kind": info["info_kind"],
+        "mode": info["info_data"]["mode"],
+        "mtu": link["mtu"],
+        "mac": link["address"],
+        "up": flags.iter().any(|f| f == "UP"),
+        "alias": link.get("ifalias").cloned().unwrap_or(Value::Null),
+        "addrs": addrs,
+        "routes": routes,
+    })
+}
+
+/// The `msg` of a failed call's error reply.
+#[track_caller]
+pub fn err_msg(out: &PluginOutput) -> String {
+    out.assert_failure();
+    out.expect_json()["msg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `ip` does not answer from `ns` (one ping, 2 s): for "must not reach".
+#[track_caller]
+pub fn unreachable(ns: &Netns, ip: &str) -> bool {
+    !ns.exec("ping", &["-c", "1", "-W", "2", ip]).success()
+}
+
+/// The address of a result's `ips[i]`, without its prefix.
+pub fn ip_of(res: &Value, i: usize) -> String {
+    let a = res["ips"][i]["address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ips[{i}] in {res}"));
+    a.split('/').next().unwrap_or_default().to_string()
+}
+
+/// The reference prints `"dns": {}` in 1.0.0 results, we omit an empty
+/// `dns` there (as libcni >= 1.2): the reference result without it.
+pub fn without_empty_dns(v: &Value) -> Value {
+    let mut v = v.clone();
+    if v.get("dns") == Some(&json!({}))
+        && v["cniVersion"].as_str().is_some_and(|s| s.starts_with('1'))
+    {
+        v.as_object_mut().map(|o| o.remove("dns"));
+    }
+    v
+}
