@@ -34,6 +34,20 @@ pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResu
         }
     }
     if ips.iter().any(|ip| ip.address.is_ipv6()) {
+        // Kernel rule: a link with an MTU below 1280 has no IPv6 at all (its
+        // /proc/sys/net/ipv6/conf entry is gone).
+        if link.mtu < 1280 {
+            return Err(Error::config(format!(
+                "{ifname} has MTU {}, below 1280, the IPv6 minimum: it cannot take the IPv6 address(es) {}",
+                link.mtu,
+                ips.iter()
+                    .filter(|ip| ip.address.is_ipv6())
+                    .map(|ip| ip.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_details("raise \"mtu\" to 1280 or more, or remove the IPv6 range"));
+        }
         // IPv6 may be disabled in a fresh namespace; addresses on a link
         // that goes down must stay (keep_addr_on_down).
         for key in [

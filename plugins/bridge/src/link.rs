@@ -92,7 +92,7 @@ pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result
                 Ok(()) => {
                     log::info(format_args!("created bridge {name}"));
                     let owned = name.to_string();
-                    undo.push(format!("bridge {name}"), move || del_by_name(&owned));
+                    undo.push(format!("bridge {name}"), move || del_unused_bridge(&owned));
                 }
                 // Another ADD created it meanwhile.
                 Err(e) if e.is_exists() => {}
@@ -115,11 +115,23 @@ pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result
 }
 
 fn del_by_name(name: &str) -> Result<()> {
+    Netlink::new()?.del_link_named(name).map(drop)
+}
+
+/// Rollback of a bridge this ADD created: deleted unless another ADD has
+/// attached a port to it meanwhile (our own veth is already gone).
+fn del_unused_bridge(name: &str) -> Result<()> {
     let mut nl = Netlink::new()?;
-    match nl.link_by_name(name)? {
-        Some(l) => nl.del_link(l.index),
-        None => Ok(()),
+    let Some(br) = nl.link_by_name(name)? else {
+        return Ok(());
+    };
+    if nl.links()?.iter().any(|l| l.controller == Some(br.index)) {
+        log::info(format_args!(
+            "bridge {name} kept: another container joined it"
+        ));
+        return Ok(());
     }
+    nl.del_link(br.index)
 }
 
 /// The veth pair: the container end (`ifname`, with the requested MAC and

@@ -92,6 +92,7 @@ impl Plugin for Bridge {
                     result.ips.iter().map(|ip| network_of(ip.address)).collect();
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
                 nft::masq::add(net, &subnets, &ips, &att)?;
+                undo.push("masquerade entries", move || nft::masq::del(net, &ips));
             }
         } else if !conf.br.disable_container_interface {
             ctr.set_up(ctr_veth.index)?;
@@ -118,10 +119,12 @@ impl Plugin for Bridge {
             .iter()
             .flat_map(|p| p.ips.iter().map(|ip| ip.address.ip()))
             .collect();
-        let mut port = prev
-            .as_ref()
-            .and_then(|p| p.interfaces.get(1))
-            .map(|i| i.name.clone());
+        let mut port = prev.as_ref().and_then(|p| {
+            Some((
+                p.interfaces.get(1)?.name.clone(),
+                p.interfaces.get(2)?.mac.parse().ok(),
+            ))
+        });
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
                 let Some(l) = ctr.link_by_name(&a.ifname)? else {
@@ -132,13 +135,15 @@ impl Plugin for Bridge {
                     .link
                     .and_then(|i| Netlink::new().ok()?.link_by_index(i).ok()?)
                 {
-                    port = Some(peer.name);
+                    port = Some((peer.name, l.mac.map(MacAddr)));
                 }
                 // Deleting the container end deletes the host end with it.
                 ctr.del_link(l.index)
                     .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
             }));
         }
+        // Only global addresses were masqueraded (not fe80::/10).
+        ips.retain(|ip| !ip.is_loopback() && !is_link_local(ip));
         // Firewall entries go before the addresses return to IPAM: a
         // released address may be handed to a new container at once.
         if conf.br.ip_masq {
@@ -152,7 +157,7 @@ impl Plugin for Bridge {
         }
         if conf.br.macspoofchk {
             errs.collect(match &port {
-                Some(p) => nft::spoofchk::del(p, None),
+                Some((p, mac)) => nft::spoofchk::del(p, mac.map(|m| m.0)),
                 None => nft::spoofchk::del_attachment(net, &att),
             });
         }
@@ -226,6 +231,13 @@ fn iface(name: &str, mac: Option<[u8; 6]>, sandbox: &str) -> Interface {
         mac: mac_string(mac),
         sandbox: sandbox.to_string(),
         ..Default::default()
+    }
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 
