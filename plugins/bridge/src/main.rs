@@ -119,12 +119,16 @@ impl Plugin for Bridge {
             .iter()
             .flat_map(|p| p.ips.iter().map(|ip| ip.address.ip()))
             .collect();
-        let mut port = prev.as_ref().and_then(|p| {
-            Some((
-                p.interfaces.get(1)?.name.clone(),
-                p.interfaces.get(2)?.mac.parse().ok(),
-            ))
-        });
+        // The spoof-check pair registered at ADD: the host port, and the MAC
+        // of the result (the container may have changed its MAC since).
+        let mut macs: Vec<MacAddr> = prev
+            .as_ref()
+            .and_then(|p| p.interfaces.get(2)?.mac.parse().ok())
+            .into_iter()
+            .collect();
+        let mut port = prev
+            .as_ref()
+            .and_then(|p| Some(p.interfaces.get(1)?.name.clone()));
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
                 let Some(l) = ctr.link_by_name(&a.ifname)? else {
@@ -135,7 +139,11 @@ impl Plugin for Bridge {
                     .link
                     .and_then(|i| Netlink::new().ok()?.link_by_index(i).ok()?)
                 {
-                    port = Some((peer.name, l.mac.map(MacAddr)));
+                    port = Some(peer.name);
+                    // And the current MAC: without prevResult it is the
+                    // only one known (a pair left by a MAC change is removed
+                    // by GC).
+                    macs.extend(l.mac.map(MacAddr).filter(|m| !macs.contains(m)));
                 }
                 // Deleting the container end deletes the host end with it.
                 ctr.del_link(l.index)
@@ -157,7 +165,10 @@ impl Plugin for Bridge {
         }
         if conf.br.macspoofchk {
             errs.collect(match &port {
-                Some((p, mac)) => nft::spoofchk::del(p, mac.map(|m| m.0)),
+                Some(p) if !macs.is_empty() => macs
+                    .iter()
+                    .try_for_each(|m| nft::spoofchk::del(p, Some(m.0))),
+                Some(p) => nft::spoofchk::del(p, None),
                 None => nft::spoofchk::del_attachment(net, &att),
             });
         }

@@ -84,6 +84,23 @@ pub fn state(ns: &Netns, ifname: &str) -> Value {
         .unwrap_or_else(|| panic!("no {ifname} in {}", ns.name()));
     let info = &link["linkinfo"];
     let flags = link["flags"].as_array().cloned().unwrap_or_default();
+    let addrs = global_addrs(ns, ifname);
+    let routes = comparable_routes(ns);
+    json!({
+        "name": link["ifname"],
+        "kind": info["info_kind"],
+        "mode": info["info_data"]["mode"],
+        "mtu": link["mtu"],
+        "mac": link["address"],
+        "up": flags.iter().any(|f| f == "UP"),
+        "alias": link.get("ifalias").cloned().unwrap_or(Value::Null),
+        "addrs": addrs,
+        "routes": routes,
+    })
+}
+
+/// The addresses of `ifname` without link-local ones, as "ip/prefix", sorted.
+pub fn global_addrs(ns: &Netns, ifname: &str) -> Vec<String> {
     let mut addrs: Vec<String> = ns
         .addrs(ifname)
         .iter()
@@ -91,6 +108,13 @@ pub fn state(ns: &Netns, ifname: &str) -> Value {
         .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
         .collect();
     addrs.sort();
+    addrs
+}
+
+/// The routes of `ns` (main table, both families) without the kernel's
+/// link-local and multicast ones, and without `protocol`/`flags`/`pref`,
+/// which differ between otherwise equal setups.
+pub fn comparable_routes(ns: &Netns) -> Vec<Value> {
     let mut routes = Vec::new();
     for fam in [Family::V4, Family::V6] {
         for mut r in ns.routes(fam) {
@@ -109,17 +133,7 @@ pub fn state(ns: &Netns, ifname: &str) -> Value {
             routes.push(r);
         }
     }
-    json!({
-        "name": link["ifname"],
-        "kind": info["info_kind"],
-        "mode": info["info_data"]["mode"],
-        "mtu": link["mtu"],
-        "mac": link["address"],
-        "up": flags.iter().any(|f| f == "UP"),
-        "alias": link.get("ifalias").cloned().unwrap_or(Value::Null),
-        "addrs": addrs,
-        "routes": routes,
-    })
+    routes
 }
 
 /// The `msg` of a failed call's error reply.

@@ -315,31 +315,8 @@ pub fn ctr_state(ns: &Netns, ifname: &str) -> Value {
         .filter_map(|f| f.as_str().map(str::to_string))
         .collect();
     flags.sort();
-    let mut addrs: Vec<String> = ns
-        .addrs(ifname)
-        .iter()
-        .filter(|a| a["scope"] != "link")
-        .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
-        .collect();
-    addrs.sort();
-    let mut routes = Vec::new();
-    for fam in [Family::V4, Family::V6] {
-        for mut r in ns.routes(fam) {
-            let dst = r["dst"].as_str().unwrap_or("");
-            if dst.starts_with("fe80::")
-                || dst.starts_with("ff00::")
-                || dst.starts_with("multicast")
-            {
-                continue;
-            }
-            if let Some(o) = r.as_object_mut() {
-                o.remove("protocol");
-                o.remove("flags");
-                o.remove("pref");
-            }
-            routes.push(r);
-        }
-    }
+    let addrs = netns_tests::cni::global_addrs(ns, ifname);
+    let routes = netns_tests::cni::comparable_routes(ns);
     let sys = |k: &str| {
         let p = format!("/proc/sys/net/{k}");
         let out = ns.exec("cat", &[&p]);
