@@ -356,7 +356,10 @@ fn del_is_idempotent_and_needs_no_netns() {
         .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
         .stdout;
     assert!(!map.contains(&ip_of(&res, 0)), "{map}");
-    assert_eq!(host.netns().link_names(), ["lo"]);
+    // The host end goes with the namespace, asynchronously (cleanup_net).
+    wait_until("the host veth goes with the namespace", || {
+        host.netns().link_names() == ["lo"]
+    });
 }
 
 #[test]

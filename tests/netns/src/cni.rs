@@ -2,6 +2,7 @@
 //! container-side state in a comparable form, and small network checks.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -134,6 +135,20 @@ pub fn comparable_routes(ns: &Netns) -> Vec<Value> {
         }
     }
     routes
+}
+
+/// Waits (bounded, not a timing assertion) until `cond` holds; panics with
+/// `what` if it does not within 30 s.
+#[track_caller]
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "gave up waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The `msg` of a failed call's error reply.

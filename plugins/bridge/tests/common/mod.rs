@@ -5,8 +5,9 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+#[allow(unused_imports)] // not every test file waits
+pub use netns_tests::cni::wait_until;
 use netns_tests::*;
 use serde_json::{json, Value};
 
@@ -279,20 +280,6 @@ impl Snapshot {
             &now, self,
             "{what}: the failed ADD left something behind (left: now, right: before)"
         );
-    }
-}
-
-/// Waits (bounded, not a timing assertion) until `cond` holds; panics with
-/// `what` if it does not within 30 s.
-#[track_caller]
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "gave up waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
