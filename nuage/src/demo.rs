@@ -3,19 +3,22 @@
 
 use std::fmt::Display;
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nuage_core::netlink::{IpFamily, Netlink};
+use nuage_core::netns::NetNs;
 use nuage_core::{Error, Result};
-use serde_json::Value;
 
-use crate::{conf, Attachment, Cache, Runtime};
+use crate::{conf, ping, Attachment, Cache, Runtime};
 
-/// The embedded default network of the demo: a bridge with a gateway and
-/// masquerading, addresses from in-process host-local IPAM, `lo` up by the
-/// loopback plugin chained after it. `@DATADIR@` is the demo's own store.
+/// The embedded default network of the demo: a bridge with a gateway,
+/// addresses from in-process host-local IPAM, `lo` up by the loopback plugin
+/// chained after it. `@DATADIR@` is the demo's own store. (No `ipMasq`: the
+/// demo needs nothing beyond a Linux kernel, and masquerading needs `nft`.)
 const NETWORK: &str = r#"{
   "cniVersion": "1.1.0",
   "name": "nuage-demo",
@@ -24,7 +27,6 @@ const NETWORK: &str = r#"{
       "type": "bridge",
       "bridge": "nuage0",
       "isGateway": true,
-      "ipMasq": true,
       "ipam": {
         "type": "host-local",
         "ranges": [[{ "subnet": "10.123.0.0/24" }]],
@@ -85,24 +87,8 @@ fn step(msg: impl Display) {
     println!("==> {msg}");
 }
 
-fn sh(ns: &Namespace, cmd: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .args(cmd)
-        .output()
-        .map_err(|e| Error::os(format!("run {cmd:?} in {}", ns.name), e))?;
-    if !out.status.success() {
-        return Err(Error::internal(format!(
-            "{cmd:?} in {} failed: {}",
-            ns.name,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Runs the demo. Everything happens in namespaces it creates: a "node"
-/// namespace where the plugins run (so the bridge and the nftables table
+/// namespace where the plugins run (so the bridge and its state
 /// live there, not on this machine), and one per container. Plugins are
 /// taken from the directory of the `nuage` binary unless CNI_PATH says
 /// otherwise.
@@ -145,12 +131,15 @@ pub fn run() -> Result<()> {
         }
     }
     let node = Namespace::create(&format!("nuage-demo-{pid}-node"))?;
-    sh(&node, &["ip", "link", "set", "lo", "up"])?;
+    let node_ns = NetNs::open(&node.path)?;
+    let mut nl = Netlink::in_netns(&node_ns)?;
+    if let Some(lo) = nl.link_by_name("lo")? {
+        nl.set_up(lo.index)?;
+    }
     step(format!(
         "node namespace {} (the plugins run here)",
         node.path.display()
     ));
-    let node_ns = nuage_core::netns::NetNs::open(&node.path)?;
     // Child processes inherit the netns of the thread that spawns them.
     node_ns.run(|| in_node(&rt, &list, &node, pid))?
 }
@@ -180,47 +169,59 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
         ));
         containers.push((ns, att, ip, gw));
     }
-    let addr = |ip: &str| ip.split('/').next().unwrap_or("").to_string();
+    let addr = |ip: &str| ip.split('/').next().unwrap_or("").parse::<Ipv4Addr>();
     let ping = |from: &Namespace, to: &str| -> Result<String> {
-        let out = sh(from, &["ping", "-c", "2", "-i", "0.2", "-W", "2", to])?;
-        Ok(out
-            .lines()
-            .find(|l| l.contains("packets transmitted"))
-            .unwrap_or("")
-            .trim()
-            .to_string())
+        let ip = addr(to).map_err(|e| Error::internal(format!("address {to:?}: {e}")))?;
+        let stats = ping::ping(&NetNs::open(&from.path)?, ip, 2, Duration::from_secs(2))?;
+        if stats.received == 0 {
+            return Err(Error::internal(format!(
+                "{} cannot reach {ip}: {stats}",
+                from.name
+            )));
+        }
+        Ok(stats.to_string())
     };
     for (i, (ns, _, _, gw)) in containers.iter().enumerate() {
-        let peer = &containers[(i + 1) % containers.len()];
+        let n = containers.len();
+        let peer = &containers[(i + 1) % n].2;
         println!(
-            "    c{} -> c{} {}: {}",
+            "    c{} -> c{} {peer}: {}",
             i + 1,
-            (i + 1) % containers.len() + 1,
-            addr(&peer.2),
-            ping(ns, &addr(&peer.2))?
+            (i + 1) % n + 1,
+            ping(ns, peer)?
         );
         println!("    c{} -> gateway {gw}: {}", i + 1, ping(ns, gw)?);
     }
-    let routes = sh(&containers[0].0, &["ip", "route"])?;
-    println!(
-        "    routes in c1: {}",
-        routes.lines().map(str::trim).collect::<Vec<_>>().join("; ")
-    );
-    let bridge = sh(node, &["ip", "-brief", "addr", "show", "nuage0"])?;
-    println!("    node bridge: {}", bridge.trim());
+    let mut c1 = Netlink::in_netns(&NetNs::open(&containers[0].0.path)?)?;
+    let routes: Vec<String> = c1
+        .routes(Some(IpFamily::V4))?
+        .iter()
+        .filter(|r| r.table == 254)
+        .map(|r| match r.gw {
+            Some(gw) => format!("{} via {gw}", r.dst),
+            None => format!("{} dev eth0", r.dst),
+        })
+        .collect();
+    println!("    routes in c1: {}", routes.join("; "));
+    let mut nl = Netlink::in_netns(&NetNs::open(&node.path)?)?;
+    if let Some(br) = nl.link_by_name("nuage0")? {
+        let addrs: Vec<String> = nl
+            .addrs(Some(br.index))?
+            .iter()
+            .map(|a| a.address.to_string())
+            .collect();
+        println!("    node bridge nuage0: {}", addrs.join(" "));
+    }
     for (i, (_, att, _, _)) in containers.iter().enumerate() {
         rt.check(list, att)?;
         step(format!("c{}: CHECK ok", i + 1));
     }
     for (i, (ns, att, _, _)) in containers.iter().enumerate() {
         rt.del(list, att)?;
-        let links: Value = serde_json::from_str(&sh(ns, &["ip", "-j", "link"])?)
-            .map_err(|e| Error::decode(format!("ip -j output: {e}")))?;
-        let names: Vec<&str> = links
-            .as_array()
+        let names: Vec<String> = Netlink::in_netns(&NetNs::open(&ns.path)?)?
+            .links()?
             .into_iter()
-            .flatten()
-            .filter_map(|l| l["ifname"].as_str())
+            .map(|l| l.name)
             .collect();
         step(format!(
             "c{}: DEL done, links left: {}",

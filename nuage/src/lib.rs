@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod conf;
 pub mod demo;
+pub mod ping;
 pub mod validate;
 
 use std::io::Write;
