@@ -243,25 +243,54 @@ pub fn add(network: &str, subnets: &[IpNetwork], ips: &[IpAddr], att: &Attachmen
     if ips.is_empty() {
         return Ok(());
     }
-    let comment = attachment_comment(network, att);
-    let chain = chain_name(network, subnets);
-    let op = format!(
-        "add masquerade for {} ({comment}) to maps inet {TABLE} {MAP4}/{MAP6}",
-        list_ips(ips)
-    );
-    let element = |ip: &IpAddr| json!([commented(json!(ip.to_string()), &comment), jump(&chain)]);
-
     // Fast path: no chain is re-added and nothing deleted, which makes the
     // kernel's commit several times cheaper (see the module docs). Any
     // failure (ENOENT: no table or chain yet; EEXIST: the element exists)
     // falls through to the full transaction, whose error is the one reported.
     let mut tx = Tx::new();
-    for ip in ips {
-        tx.element("create", FAMILY, map_of(ip), element(ip));
-    }
-    if tx.apply(&op).is_ok() {
+    push_create(&mut tx, network, subnets, ips, att);
+    if tx.apply(&add_op(network, ips, att)).is_ok() {
         return Ok(());
     }
+    add_full(network, subnets, ips, att)
+}
+
+fn add_op(network: &str, ips: &[IpAddr], att: &Attachment) -> String {
+    format!(
+        "add masquerade for {} ({}) to maps inet {TABLE} {MAP4}/{MAP6}",
+        list_ips(ips),
+        attachment_comment(network, att)
+    )
+}
+
+/// The fast path of [`add`]: `create element` only, into `tx`.
+pub(crate) fn push_create(
+    tx: &mut Tx,
+    network: &str,
+    subnets: &[IpNetwork],
+    ips: &[IpAddr],
+    att: &Attachment,
+) {
+    let comment = attachment_comment(network, att);
+    let chain = chain_name(network, subnets);
+    for ip in ips {
+        let elem = json!([commented(json!(ip.to_string()), &comment), jump(&chain)]);
+        tx.element("create", FAMILY, map_of(ip), elem);
+    }
+}
+
+/// The full path of [`add`]: tables, maps and chains ensured, the elements
+/// replaced.
+pub(crate) fn add_full(
+    network: &str,
+    subnets: &[IpNetwork],
+    ips: &[IpAddr],
+    att: &Attachment,
+) -> Result<()> {
+    let comment = attachment_comment(network, att);
+    let chain = chain_name(network, subnets);
+    let op = add_op(network, ips, att);
+    let element = |ip: &IpAddr| json!([commented(json!(ip.to_string()), &comment), jump(&chain)]);
 
     let mut tx = Tx::new();
     ensure(&mut tx, network, subnets);

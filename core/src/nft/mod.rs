@@ -50,10 +50,12 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use ipnetwork::IpNetwork;
 use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
 use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, NfObject, Rule, Table};
 use nftables::stmt::{Match, Operator, Statement};
@@ -75,6 +77,52 @@ pub const COMMENT_MAX: usize = 128;
 /// One attachment of a container to a network (container id, ifname): what
 /// GC keeps.
 pub use crate::spec::Attachment;
+
+/// What an ADD of `bridge` (or `ptp`) puts in our tables for one attachment.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachmentRules<'a> {
+    pub network: &'a str,
+    pub att: &'a Attachment,
+    /// `ipMasq`: the attachment's subnets and addresses.
+    pub masq: Option<(&'a [IpNetwork], &'a [IpAddr])>,
+    /// `macspoofchk`: the host port and the container's MAC.
+    pub spoofchk: Option<(&'a str, [u8; 6])>,
+}
+
+/// Adds `rules`: both fast paths in one `nft` run (one process, one kernel
+/// commit: ~3 ms instead of twice that); if that fails (first container of
+/// a network, stale elements), each part on its full path.
+///
+/// Equivalent to `nft -f -` with the `create element` lines of
+/// [`masq::add`] and [`spoofchk::add`].
+pub fn add(rules: &AttachmentRules) -> Result<()> {
+    let mut tx = Tx::new();
+    if let Some((subnets, ips)) = rules.masq {
+        masq::push_create(&mut tx, rules.network, subnets, ips, rules.att);
+    }
+    if let Some((port, mac)) = rules.spoofchk {
+        spoofchk::push_create(&mut tx, rules.network, port, mac, rules.att);
+    }
+    let op = format!(
+        "add netfilter rules of {}",
+        attachment_comment(rules.network, rules.att)
+    );
+    if tx.is_empty() || tx.apply(&op).is_ok() {
+        return Ok(());
+    }
+    if let Some((port, mac)) = rules.spoofchk {
+        spoofchk::add_full(rules.network, port, mac, rules.att)?;
+    }
+    if let Some((subnets, ips)) = rules.masq {
+        if let Err(e) = masq::add_full(rules.network, subnets, ips, rules.att) {
+            if let Some((port, mac)) = rules.spoofchk {
+                let _ = spoofchk::del(port, Some(mac));
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
 
 /// The comment of an element added for `att` on `network`:
 /// `<network>/<containerID>/<ifname>` (CNI names, IDs and interface names

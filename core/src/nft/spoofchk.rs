@@ -170,25 +170,56 @@ fn base_rules() -> Vec<RuleSpec> {
 /// `del(host_ifname, None)` removes it.
 pub fn add(network: &str, host_ifname: &str, mac: [u8; 6], att: &Attachment) -> Result<()> {
     check_ifname(host_ifname)?;
+    // Fast path (see `masq::add`): any failure falls through to the full
+    // transaction, whose error is the one reported.
+    let mut tx = Tx::new();
+    push_create(&mut tx, network, host_ifname, mac, att);
+    if tx.apply(&add_op(network, host_ifname, mac, att)).is_ok() {
+        return Ok(());
+    }
+    add_full(network, host_ifname, mac, att)
+}
+
+fn add_op(network: &str, host_ifname: &str, mac: [u8; 6], att: &Attachment) -> String {
+    format!(
+        "add MAC spoof check for port {host_ifname} ({}, {}) to sets bridge {TABLE} {PORTS}/{ALLOWED}",
+        mac_string(mac),
+        attachment_comment(network, att)
+    )
+}
+
+/// The fast path of [`add`]: `create element` only, into `tx`.
+pub(crate) fn push_create(
+    tx: &mut Tx,
+    network: &str,
+    host_ifname: &str,
+    mac: [u8; 6],
+    att: &Attachment,
+) {
     let comment = attachment_comment(network, att);
-    let op = format!(
-        "add MAC spoof check for port {host_ifname} ({}, {comment}) to sets bridge {TABLE} {PORTS}/{ALLOWED}",
-        mac_string(mac)
-    );
+    for (set, key) in [
+        (PORTS, json!(host_ifname)),
+        (ALLOWED, allowed_key(host_ifname, mac)),
+    ] {
+        tx.element("create", FAMILY, set, commented(key, &comment));
+    }
+}
+
+/// The full path of [`add`]: table, sets and chains ensured, the elements
+/// replaced.
+pub(crate) fn add_full(
+    network: &str,
+    host_ifname: &str,
+    mac: [u8; 6],
+    att: &Attachment,
+) -> Result<()> {
+    check_ifname(host_ifname)?;
+    let comment = attachment_comment(network, att);
+    let op = add_op(network, host_ifname, mac, att);
     let elems = [
         (PORTS, json!(host_ifname)),
         (ALLOWED, allowed_key(host_ifname, mac)),
     ];
-
-    // Fast path (see `masq::add`): any failure falls through to the full
-    // transaction, whose error is the one reported.
-    let mut tx = Tx::new();
-    for (set, key) in &elems {
-        tx.element("create", FAMILY, set, commented(key.clone(), &comment));
-    }
-    if tx.apply(&op).is_ok() {
-        return Ok(());
-    }
 
     let mut tx = Tx::new();
     ensure(&mut tx);

@@ -42,17 +42,6 @@ impl Plugin for Bridge {
         let br = link::ensure_bridge(&mut host, &conf, &mut undo)?;
         let (host_veth, ctr_veth) =
             link::create_veth(&mut host, &mut ctr, &ns, &conf, &br, &a.ifname, &mut undo)?;
-        let att = a.attachment();
-        let net = a.conf.name.as_str();
-        if conf.br.macspoofchk {
-            let mac = ctr_veth.mac.unwrap_or_default();
-            nft::spoofchk::add(net, &host_veth.name, mac, &att)?;
-            let port = host_veth.name.clone();
-            undo.push("macspoofchk entries", move || {
-                nft::spoofchk::del(&port, Some(mac))
-            });
-        }
-
         let mut result = CniResult {
             cni_version: a.conf.cni_version.clone(),
             interfaces: vec![
@@ -87,15 +76,37 @@ impl Plugin for Bridge {
                     result.interfaces[0].mac = mac_string(b.mac);
                 }
             }
-            if conf.br.ip_masq {
-                let subnets: Vec<IpNetwork> =
-                    result.ips.iter().map(|ip| network_of(ip.address)).collect();
-                let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
-                nft::masq::add(net, &subnets, &ips, &att)?;
-                undo.push("masquerade entries", move || nft::masq::del(net, &ips));
-            }
         } else if !conf.br.disable_container_interface {
             ctr.set_up(ctr_veth.index)?;
+        }
+        // Masquerade and spoof check in one nftables transaction.
+        let subnets: Vec<IpNetwork> = result.ips.iter().map(|ip| network_of(ip.address)).collect();
+        let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
+        let mac = ctr_veth.mac.unwrap_or_default();
+        let rules = nft::AttachmentRules {
+            network: &a.conf.name,
+            att: &a.attachment(),
+            masq: (conf.br.ip_masq && conf.ipam).then_some((&subnets[..], &ips[..])),
+            spoofchk: conf.br.macspoofchk.then_some((&host_veth.name[..], mac)),
+        };
+        if rules.masq.is_some() || rules.spoofchk.is_some() {
+            nft::add(&rules)?;
+            let (net, port, masq, spoof) = (
+                a.conf.name.as_str(),
+                host_veth.name.clone(),
+                rules.masq.is_some(),
+                rules.spoofchk.is_some(),
+            );
+            undo.push("netfilter rules", move || {
+                let mut errs = Errors::new();
+                if masq {
+                    errs.collect(nft::masq::del(net, &ips));
+                }
+                if spoof {
+                    errs.collect(nft::spoofchk::del(&port, Some(mac)));
+                }
+                errs.into_result()
+            });
         }
         if !conf.br.disable_container_interface {
             link::wait_port_up(&mut host, &host_veth.name, host_veth.index)?;

@@ -287,18 +287,22 @@ fn add_and_del_touch_only_elements_of_this_attachment_in_one_transaction_each() 
     );
     out.assert_success();
 
-    // A second ADD: only `create element`s, one transaction per table.
+    // A second ADD: only `create element`s, in one transaction for both
+    // tables (masquerade and spoof check).
     let ctr = host.container("c");
     let mark = nft_log(&log, 0).len();
     let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &env);
     out.assert_success();
     let res = out.expect_json().clone();
     let add_log = nft_log(&log, mark);
-    assert_eq!(add_log.len(), 2, "{add_log:#?}");
+    assert_eq!(add_log.len(), 1, "{add_log:#?}");
     for l in &add_log {
         let doc: Value = serde_json::from_str(l.split_once('\t').unwrap().1).unwrap();
         let cmds = doc["nftables"].as_array().unwrap();
         assert!(cmds.iter().all(|c| c.get("create").is_some()), "{l}");
+        for set in ["masq4", "masq6", "spoof_ports", "spoof_allowed"] {
+            assert!(l.contains(&format!("\"{set}\"")), "no {set} element: {l}");
+        }
     }
 
     // DEL without prevResult, the netns present (addresses read from the
