@@ -145,11 +145,17 @@ impl Plugin for Bridge {
                 let Some(l) = ctr.link_by_name(&a.ifname)? else {
                     return Ok(());
                 };
-                ips.extend(ctr.addrs(Some(l.index))?.iter().map(|x| x.address.ip()));
-                if let Some(peer) = l
-                    .link
-                    .and_then(|i| Netlink::new().ok()?.link_by_index(i).ok()?)
-                {
+                // Read only what the firewall cleanup below needs.
+                if conf.br.ip_masq {
+                    ips.extend(ctr.addrs(Some(l.index))?.iter().map(|x| x.address.ip()));
+                }
+                let peer = match l.link.filter(|_| conf.br.macspoofchk) {
+                    Some(i) => Netlink::new()
+                        .ok()
+                        .and_then(|mut h| h.link_by_index(i).ok().flatten()),
+                    None => None,
+                };
+                if let Some(peer) = peer {
                     port = Some(peer.name);
                     // And the current MAC: without prevResult it is the
                     // only one known (a pair left by a MAC change is removed

@@ -87,20 +87,7 @@ pub fn cni(
     conf: &Value,
     extra: &[(&str, &str)],
 ) -> PluginOutput {
-    let mut env: Vec<(&str, &str)> = vec![
-        ("CNI_COMMAND", cmd),
-        ("CNI_CONTAINERID", cid),
-        ("CNI_IFNAME", "eth0"),
-        ("CNI_PATH", REFERENCE_DIR),
-    ];
-    if let Some(ns) = netns {
-        env.push(("CNI_NETNS", ns));
-    }
-    for (k, v) in extra {
-        env.retain(|(key, _)| key != k);
-        env.push((k, v));
-    }
-    host.run_plugin(bin, &env, &conf.to_string())
+    netns_tests::cni::cni(host, bin, cmd, cid, netns, &conf.to_string(), extra)
 }
 
 /// Our ADD, which must succeed; returns the result.
