@@ -24,7 +24,7 @@ done
 
 cd "$root"
 CARGO_TARGET_DIR=$target cargo build --release -q -p macvlan -p host-device -p ptp
-ours=$target/release
+ours=$target/x86_64-unknown-linux-musl/release
 
 tag=nuage-bench-$$
 host=$tag-host

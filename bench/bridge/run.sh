@@ -8,4 +8,5 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
 cd "$root"
 CARGO_TARGET_DIR=$target cargo build --release -q -p bridge -p bench-bridge
-exec "$target/release/bridge-bench" --ours "$target/release/bridge" "$@"
+rel=$target/x86_64-unknown-linux-musl/release
+exec "$rel/bridge-bench" --ours "$rel/bridge" "$@"

@@ -10,4 +10,5 @@ target=${CARGO_TARGET_DIR:-$root/target}
 cd "$root"
 CARGO_TARGET_DIR=$target cargo build --release -q -p nuage-ipam -p nuage-ipam-bench
 mkdir -p "$root/bench/out"
-"$target/release/ipam-bench" --ours "$target/release/host-local" "$@" | tee "$root/bench/out/ipam.txt"
+rel=$target/x86_64-unknown-linux-musl/release
+"$rel/ipam-bench" --ours "$rel/host-local" "$@" | tee "$root/bench/out/ipam.txt"

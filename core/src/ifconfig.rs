@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::netlink::{Netlink, RouteSpec};
+use crate::netlink::{Link, Netlink, RouteSpec};
 use crate::netns::NetNs;
 use crate::spec::CniResult;
 use crate::{sysctl, Error, Result, ResultExt};
@@ -19,6 +19,20 @@ pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResu
             ns.path().display()
         ))
     })?;
+    configure_link(nl, ns, &link, res, false)
+}
+
+/// [`configure_iface`] of a link already looked up (`link.name` is the
+/// interface); a link already up is not set up again. With `nodad`, IPv6
+/// addresses skip duplicate address detection (usable at once).
+pub fn configure_link(
+    nl: &mut Netlink,
+    ns: &NetNs,
+    link: &Link,
+    res: &CniResult,
+    nodad: bool,
+) -> Result<()> {
+    let ifname = link.name.as_str();
     let mut ips = Vec::new();
     for ip in &res.ips {
         let Some(i) = ip.interface else { continue };
@@ -50,23 +64,28 @@ pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResu
         }
         // IPv6 may be disabled in a fresh namespace; addresses on a link
         // that goes down must stay (keep_addr_on_down).
-        for key in [
-            format!("net/ipv6/conf/{ifname}/disable_ipv6"),
-            "net/ipv6/conf/lo/disable_ipv6".to_string(),
-        ] {
-            sysctl::write_in(ns, &key, "0").context("enable IPv6")?;
-        }
-        sysctl::write_in(
-            ns,
-            &format!("net/ipv6/conf/{ifname}/keep_addr_on_down"),
-            "1",
-        )?;
+        let in_ns = |e: Error| {
+            let mut e = e.context("enable IPv6");
+            e.msg = format!("{} (in netns {})", e.msg, ns.path().display());
+            e
+        };
+        ns.run(|| -> Result<()> {
+            let conf = sysctl::ConfDir::open(true)?.ok_or_else(|| {
+                Error::internal("IPv6 is disabled on this kernel (ipv6.disable=1)")
+            })?;
+            conf.write(ifname, "disable_ipv6", "0")?;
+            conf.write("lo", "disable_ipv6", "0")?;
+            conf.write(ifname, "keep_addr_on_down", "1")
+        })?
+        .map_err(in_ns)?;
     }
     for ip in &ips {
-        nl.add_addr(link.index, ip.address)
+        nl.add_addr_with(link.index, ip.address, nodad)
             .with_context(|| format!("configure {ifname}"))?;
     }
-    nl.set_up(link.index)?;
+    if !link.flags_up {
+        nl.set_up(link.index)?;
+    }
     let gw = |v4: bool| {
         ips.iter()
             .filter_map(|ip| ip.gateway)

@@ -14,8 +14,10 @@
 //! - [`delegate`]: running another plugin (IPAM) from `CNI_PATH`;
 //! - [`nft`]: ipMasq and macspoofchk in nftables tables of our own, O(1) per container;
 //! - [`rollback`]: undo steps for an ADD that fails half-way;
-//! - [`log`]: one line per operation, to stderr or a log file, never stdout.
+//! - [`log`]: one line per operation, to stderr or a log file, never stdout;
+//! - [`alloc`]: the plugins' bump allocator (short-lived processes).
 
+pub mod alloc;
 pub mod delegate;
 pub mod error;
 pub mod ifconfig;

@@ -5,10 +5,23 @@
 //! namespace, [`read_in`] and [`write_in`] on another one (via
 //! [`NetNs::run`]). A missing key (an interface that does not exist, IPv6
 //! disabled...) keeps `ENOENT`, see [`Error::is_not_found`].
+//!
+//! Kernel quirk: the path walk through `/proc/sys/net` costs O(number of
+//! network namespaces on the machine): every namespace has its own dentries
+//! named `net`, `ipv4`, `ipv6`, all in the same dcache hash chain, and the
+//! walk compares each (~20 us with 200 namespaces, growing with every
+//! container). Per-interface keys therefore go through a [`ConfDir`]: one
+//! walk to `net/ipv{4,6}/conf`, then short relative opens.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 
+use nix::errno::Errno;
+use nix::fcntl::{open, openat, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::netlink::{IpFamily, Netlink};
 use crate::netns::NetNs;
 use crate::{Error, Result};
 
@@ -78,21 +91,129 @@ pub fn write_if_present(key: &str, value: &str) -> Result<()> {
     }
 }
 
-/// IP forwarding on for the families of `addrs`, read first so that a
-/// value already set is not rewritten.
+/// IP forwarding on for the families of `addrs`, in the namespace of `nl`
+/// (which must be the caller's): read over netlink first (no `/proc/sys`
+/// walk), written only when off.
 ///
 /// Equivalent to: `sysctl -w net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1`
-pub fn enable_forwarding(addrs: &[ipnetwork::IpNetwork]) -> Result<()> {
+pub fn enable_forwarding(nl: &mut Netlink, addrs: &[ipnetwork::IpNetwork]) -> Result<()> {
     let keys = [
-        (true, "net/ipv4/ip_forward"),
-        (false, "net/ipv6/conf/all/forwarding"),
+        (IpFamily::V4, "net/ipv4/ip_forward"),
+        (IpFamily::V6, "net/ipv6/conf/all/forwarding"),
     ];
-    for (v4, key) in keys {
-        if addrs.iter().any(|a| a.is_ipv4() == v4) && read(key)?.trim() != "1" {
+    for (family, key) in keys {
+        if !addrs.iter().any(|a| IpFamily::of(a.ip()) == family) {
+            continue;
+        }
+        let on = match nl.forwarding(family) {
+            Ok(on) => on,
+            Err(_) => read(key)?.trim() == "1",
+        };
+        if !on {
             write(key, "1")?;
         }
     }
     Ok(())
+}
+
+/// `/proc/sys/net/ipv4/conf` or `/proc/sys/net/ipv6/conf` of the caller's
+/// namespace, open: per-interface keys (and `all`/`default`) below it are
+/// read and written without walking `/proc/sys/net` again.
+///
+/// Kernel quirk: names below a net sysctl directory resolve against the
+/// network namespace of the thread that opens them, not the one the
+/// directory was opened in: use a `ConfDir` only in the namespace that
+/// opened it.
+#[derive(Debug)]
+pub struct ConfDir {
+    fd: OwnedFd,
+    path: &'static str,
+}
+
+impl ConfDir {
+    /// The IPv4 or IPv6 `conf` directory; `None` when it does not exist
+    /// (IPv6 disabled on the kernel command line).
+    ///
+    /// Equivalent to: `cd /proc/sys/net/ipv{4,6}/conf`
+    pub fn open(v6: bool) -> Result<Option<ConfDir>> {
+        let path = if v6 {
+            "/proc/sys/net/ipv6/conf"
+        } else {
+            "/proc/sys/net/ipv4/conf"
+        };
+        let fd = match open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(Error::os(format_args!("sysctl: open {path}"), e.into())),
+        };
+        Ok(Some(ConfDir { fd, path }))
+    }
+
+    fn open_key(&self, ifname: &str, key: &str, write: bool) -> Result<File> {
+        let rel = format!("{ifname}/{key}");
+        if ifname.is_empty() || ifname.contains('/') || ifname == "." || ifname == ".." {
+            return Err(Error::config(format!(
+                "sysctl: invalid interface name {ifname:?}"
+            )));
+        }
+        let flags = if write {
+            OFlag::O_WRONLY
+        } else {
+            OFlag::O_RDONLY
+        };
+        let fd = openat(
+            &self.fd,
+            rel.as_str(),
+            flags | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            let verb = if write { "write" } else { "read" };
+            Error::os(
+                format_args!("sysctl: {verb} {}/{rel}", self.path),
+                std::io::Error::from(e),
+            )
+        })?;
+        Ok(File::from(fd))
+    }
+
+    /// `net.ipv{4,6}.conf.<ifname>.<key>`, without the trailing newline.
+    ///
+    /// Equivalent to: `sysctl -n net.ipv{4,6}.conf.<ifname>.<key>`
+    pub fn read(&self, ifname: &str, key: &str) -> Result<String> {
+        let mut s = String::new();
+        self.open_key(ifname, key, false)?
+            .read_to_string(&mut s)
+            .map_err(|e| Error::os(format_args!("sysctl: read {}/{ifname}/{key}", self.path), e))?;
+        Ok(s.trim_end_matches('\n').to_string())
+    }
+
+    /// Sets `net.ipv{4,6}.conf.<ifname>.<key>` (one write(2)).
+    ///
+    /// Equivalent to: `sysctl -w net.ipv{4,6}.conf.<ifname>.<key>=<value>`
+    pub fn write(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
+        self.open_key(ifname, key, true)?
+            .write_all(value.as_bytes())
+            .map_err(|e| {
+                Error::os(
+                    format_args!("sysctl: write {value:?} to {}/{ifname}/{key}", self.path),
+                    e,
+                )
+            })
+    }
+
+    /// [`ConfDir::write`], skipped when the key does not exist (a link that
+    /// is gone, or has no IPv6: MTU below 1280).
+    pub fn write_if_present(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
+        match self.write(ifname, key, value) {
+            Err(e) if e.is_not_found() => Ok(()),
+            r => r,
+        }
+    }
 }
 
 /// Reads a sysctl of `ns`.

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use nix::sched::{unshare, CloneFlags};
 use nuage_core::netlink::{
-    BridgePort, IpFamily, Link, MacAddr, MacvlanMode, Netlink, RouteSpec, VethSpec, VxlanSpec,
+    BridgePort, IpFamily, Ipv4Conf, Link, MacAddr, MacvlanMode, Netlink, RouteSpec, VethSpec,
+    VxlanSpec,
 };
 use nuage_core::netns::NetNs;
 use nuage_core::{sysctl, Code, Error};
@@ -179,8 +180,10 @@ fn veth_with_peer_in_another_netns() {
         mac: Some(mac("02:00:00:00:00:01")),
         peer_mac: Some(mac("02:00:00:00:00:02")),
         peer_netns: Some(&cont),
+        up: false,
+        controller: None,
     };
-    h.create_veth(&spec).unwrap();
+    let echoed = h.create_veth(&spec).unwrap();
 
     let hv = link(&mut h, "veth1a2b");
     let eth0 = link(&mut c, "eth0");
@@ -195,6 +198,10 @@ fn veth_with_peer_in_another_netns() {
     assert!(hv.link_netnsid.is_some());
     assert!(!hv.flags_up && !hv.oper_up);
     assert_eq!(h.link_by_index(hv.index).unwrap().unwrap(), hv);
+    // The kernel's announcement of the new link (NLM_F_ECHO, kernel >= 6.3).
+    if let Some(e) = echoed {
+        assert_eq!((e.index, &e.name, e.mac), (hv.index, &hv.name, hv.mac));
+    }
 
     // Settings.
     c.set_up(eth0.index).unwrap();
@@ -364,6 +371,61 @@ fn macvlan_created_directly_in_another_netns() {
             .contains("create macvlan \"mv2\" (parent link 9999, mode vepa)"),
         "{e}"
     );
+}
+
+#[test]
+fn veth_up_on_a_bridge_in_one_request() {
+    require_root!();
+    let host = fresh_ns();
+    let cont = fresh_ns();
+    let (mut h, mut c) = (nl(&host), nl(&cont));
+    h.create_bridge("br0", None, None).unwrap();
+    let br = link(&mut h, "br0");
+    let spec = VethSpec {
+        name: "vethport",
+        peer_name: "eth0",
+        peer_netns: Some(&cont),
+        up: true,
+        controller: Some(br.index),
+        ..Default::default()
+    };
+    let echoed = h.create_veth(&spec).unwrap();
+    let hv = link(&mut h, "vethport");
+    assert!(hv.flags_up && !hv.oper_up, "{hv:?}");
+    assert!(c.set_up_named("nosuch", &[]).unwrap().is_none());
+    let arp_notify = || sysctl::read_in(&cont, "net.ipv4.conf.eth0.arp_notify").unwrap();
+    assert_eq!(arp_notify(), "0");
+    let eth0 = c
+        .set_up_named("eth0", &[(Ipv4Conf::ArpNotify, 1)])
+        .unwrap()
+        .unwrap();
+    assert_eq!(eth0, link(&mut c, "eth0"));
+    assert_eq!(arp_notify(), "1");
+    let hv = link(&mut h, "vethport");
+    assert!(hv.flags_up && eth0.flags_up, "{hv:?} {eth0:?}");
+    assert_eq!(hv.controller, Some(br.index));
+    // Both ends up: carrier on, operationally up (the GETLINK syncs the
+    // kernel's link watch for the device).
+    assert!(hv.oper_up && eth0.oper_up, "{hv:?} {eth0:?}");
+    if let Some(e) = echoed {
+        assert_eq!((e.index, e.mac), (hv.index, hv.mac));
+    }
+
+    // A controller that cannot take the port (not a bridge, or gone):
+    // nothing is left on either side.
+    for bad in [eth0.index + 1000, hv.index] {
+        let e = h
+            .create_veth(&VethSpec {
+                name: "vethbad",
+                peer_name: "eth1",
+                controller: Some(bad),
+                ..spec
+            })
+            .unwrap_err();
+        assert!(e.msg.contains("create veth \"vethbad\""), "{e}");
+        assert!(h.link_by_name("vethbad").unwrap().is_none());
+        assert!(c.link_by_name("eth1").unwrap().is_none());
+    }
 }
 
 #[test]

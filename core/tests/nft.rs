@@ -1153,3 +1153,476 @@ fn check_sees_tampered_chains_and_a_repeated_add_heals_them() {
     .unwrap_err();
     assert!(e.msg.contains("table bridge nuage does not exist"), "{e}");
 }
+
+// ---------------------------------------------------------------------------
+// The NETLINK_NETFILTER fast paths (nft::add's `create element`, the dels).
+
+/// Runs `f` in `ns` and counts the nft processes it started (nft is
+/// counted per thread, where it is spawned).
+fn nft_runs_of<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> (T, u64) {
+    within(ns, || {
+        let before = nft::testing::nft_runs();
+        let r = f();
+        (r, nft::testing::nft_runs() - before)
+    })
+}
+
+fn rules_for<'a>(
+    att: &'a Attachment,
+    subnets: &'a [IpNetwork],
+    ips: &'a [IpAddr],
+    port: &'a str,
+    mac: [u8; 6],
+) -> nft::AttachmentRules<'a> {
+    nft::AttachmentRules {
+        network: NET_A,
+        att,
+        masq: Some((subnets, ips)),
+        spoofchk: Some((port, mac)),
+    }
+}
+
+/// `nft -f -` of `input` in `ns`.
+fn nft_input(ns: &NetNs, input: String) {
+    within(ns, move || {
+        use std::io::Write;
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft -f failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+}
+
+#[test]
+fn nfnl_fast_path_adds_without_nft_and_check_gc_understand_it() {
+    require_root!();
+    let ns = fresh_ns();
+    let subnets = subnets_a();
+    let (a1, a2) = (att("c1", "eth0"), att("c2", "eth0"));
+    let ips1 = [ip("10.88.0.2"), ip("fd00:a::2")];
+    let ips2 = [ip("10.88.0.3"), ip("fd00:a::3")];
+
+    // The first ADD finds no table: create fails (ENOENT), the full nft
+    // paths create everything.
+    let (r, runs) = nft_runs_of(&ns, || {
+        nft::add(&rules_for(&a1, &subnets, &ips1, "veth1", MAC_A))
+    });
+    r.unwrap();
+    assert!(runs >= 2, "the full paths run nft ({runs} runs)");
+
+    // The second ADD: NETLINK_NETFILTER only.
+    let (r, runs) = nft_runs_of(&ns, || {
+        nft::add(&rules_for(&a2, &subnets, &ips2, "veth2", MAC_B))
+    });
+    r.unwrap();
+    assert_eq!(runs, 0, "the fast path must not run nft");
+
+    let objs = table_json(&ns, "inet", "nuage").unwrap();
+    let chain = masq::chain_name(NET_A, &subnets);
+    assert_eq!(
+        map_elems(&objs, "masq4")["10.88.0.3"],
+        (chain.clone(), comment(NET_A, "c2", "eth0"))
+    );
+    assert_eq!(
+        map_elems(&objs, "masq6")["fd00:a::3"],
+        (chain.clone(), comment(NET_A, "c2", "eth0"))
+    );
+    let objs = table_json(&ns, "bridge", "nuage").unwrap();
+    assert_eq!(
+        set_elems(&objs, "spoof_ports")["veth2"],
+        comment(NET_A, "c2", "eth0")
+    );
+    assert_eq!(
+        set_elems(&objs, "spoof_allowed")["veth2 . 02:00:00:00:00:0b"],
+        comment(NET_A, "c2", "eth0")
+    );
+    within(&ns, || masq::check(NET_A, &subnets, &ips2, &a2)).unwrap();
+    within(&ns, || spoofchk::check(NET_A, "veth2", MAC_B, &a2)).unwrap();
+    within(&ns, || masq::check(NET_A, &subnets, &ips1, &a1)).unwrap();
+
+    // masq::add and spoofchk::add alone take the same fast path.
+    let a3 = att("c3", "eth0");
+    let ips3 = [ip("10.88.0.4")];
+    let (r, runs) = nft_runs_of(&ns, || {
+        masq::add(NET_A, &subnets, &ips3, &a3)?;
+        spoofchk::add(NET_A, "veth3", MAC_A, &a3)
+    });
+    r.unwrap();
+    assert_eq!(runs, 0);
+    within(&ns, || masq::check(NET_A, &subnets, &ips3, &a3)).unwrap();
+    within(&ns, || spoofchk::check(NET_A, "veth3", MAC_A, &a3)).unwrap();
+
+    // A repeated ADD: create is EEXIST, the full path rewrites (nft).
+    let (r, runs) = nft_runs_of(&ns, || {
+        nft::add(&rules_for(&a2, &subnets, &ips2, "veth2", MAC_B))
+    });
+    r.unwrap();
+    assert!(runs >= 1);
+    within(&ns, || masq::check(NET_A, &subnets, &ips2, &a2)).unwrap();
+
+    // GC reads the comments of nfnl-made elements: c2 and c3 go, c1 stays.
+    within(&ns, || masq::gc(NET_A, std::slice::from_ref(&a1))).unwrap();
+    within(&ns, || spoofchk::gc(NET_A, std::slice::from_ref(&a1))).unwrap();
+    let objs = table_json(&ns, "inet", "nuage").unwrap();
+    assert_eq!(
+        map_elems(&objs, "masq4").into_keys().collect::<Vec<_>>(),
+        ["10.88.0.2"]
+    );
+    assert_eq!(
+        map_elems(&objs, "masq6").into_keys().collect::<Vec<_>>(),
+        ["fd00:a::2"]
+    );
+    let objs = table_json(&ns, "bridge", "nuage").unwrap();
+    assert_eq!(
+        set_elems(&objs, "spoof_ports")
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["veth1"]
+    );
+    assert_eq!(set_elems(&objs, "spoof_allowed").len(), 1);
+
+    // A stale element of this IP on another network (another verdict):
+    // create is EEXIST, the full path replaces it.
+    let b = att("c9", "eth0");
+    within(&ns, || masq::add(NET_B, &subnets_b(), &ips1[..1], &b)).unwrap();
+    within(&ns, || masq::check(NET_B, &subnets_b(), &ips1[..1], &b)).unwrap();
+    let objs = table_json(&ns, "inet", "nuage").unwrap();
+    assert_eq!(
+        map_elems(&objs, "masq4")["10.88.0.2"],
+        (
+            masq::chain_name(NET_B, &subnets_b()),
+            comment(NET_B, "c9", "eth0")
+        )
+    );
+}
+
+/// Elements made over NETLINK_NETFILTER read back exactly as the same
+/// elements made by nft: `nft -j list ruleset` of both namespaces is equal.
+#[test]
+fn nfnl_elements_list_exactly_like_nft_made_ones() {
+    require_root!();
+    let (via_nfnl, via_nft) = (fresh_ns(), fresh_ns());
+    let subnets = subnets_a();
+    let a1 = att("c1", "eth0");
+    // A comment of exactly COMMENT_MAX bytes, and a 15-byte port name.
+    let id = "x".repeat(nft::COMMENT_MAX - NET_A.len() - "//eth0".len());
+    let a2 = att(&id, "eth0");
+    let c2 = nft::attachment_comment(NET_A, &a2);
+    assert_eq!(c2.len(), nft::COMMENT_MAX);
+    let (ips1, ips2) = (
+        [ip("10.88.0.2"), ip("fd00:a::2")],
+        [ip("10.88.0.250"), ip("fd00:a::ffff:1")],
+    );
+    let port2 = "vethabcdefghijk";
+    let mac2 = [0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54];
+    for ns in [&via_nfnl, &via_nft] {
+        within(ns, || {
+            nft::add(&rules_for(&a1, &subnets, &ips1, "veth1", MAC_A))
+        })
+        .unwrap();
+    }
+    let (r, runs) = nft_runs_of(&via_nfnl, || {
+        nft::add(&rules_for(&a2, &subnets, &ips2, port2, mac2))
+    });
+    r.unwrap();
+    assert_eq!(runs, 0);
+    let chain = masq::chain_name(NET_A, &subnets);
+    nft_input(
+        &via_nft,
+        format!(
+            "create element inet nuage masq4 {{ 10.88.0.250 comment \"{c2}\" : jump {chain} }}\n\
+             create element inet nuage masq6 {{ fd00:a::ffff:1 comment \"{c2}\" : jump {chain} }}\n\
+             create element bridge nuage spoof_ports {{ \"{port2}\" comment \"{c2}\" }}\n\
+             create element bridge nuage spoof_allowed {{ \"{port2}\" . fe:dc:ba:98:76:54 comment \"{c2}\" }}\n"
+        ),
+    );
+    for args in [&["-j", "list", "ruleset"][..], &["list", "ruleset"]] {
+        let (a, b) = (nft_ok(&via_nfnl, args), nft_ok(&via_nft, args));
+        assert_eq!(a, b, "nft {args:?}");
+    }
+    assert!(nft_ok(&via_nfnl, &["list", "ruleset"]).contains(&format!("comment \"{c2}\"")));
+    within(&via_nfnl, || masq::check(NET_A, &subnets, &ips2, &a2)).unwrap();
+    within(&via_nfnl, || spoofchk::check(NET_A, port2, mac2, &a2)).unwrap();
+
+    // And nfnl deletes nft-made elements.
+    let (r, runs) = nft_runs_of(&via_nft, || {
+        masq::del(NET_A, &ips2)?;
+        spoofchk::del(port2, Some(mac2))
+    });
+    r.unwrap();
+    assert_eq!(runs, 0);
+    let objs = table_json(&via_nft, "inet", "nuage").unwrap();
+    assert_eq!(map_elems(&objs, "masq4").len(), 1);
+    assert_eq!(map_elems(&objs, "masq6").len(), 1);
+    let objs = table_json(&via_nft, "bridge", "nuage").unwrap();
+    assert_eq!(set_elems(&objs, "spoof_ports").len(), 1);
+    assert_eq!(set_elems(&objs, "spoof_allowed").len(), 1);
+}
+
+#[test]
+fn nfnl_dels_are_idempotent_with_and_without_destroy() {
+    require_root!();
+    for legacy in [false, true] {
+        let run = |ns: &NetNs, f: &(dyn Fn() -> nuage_core::Result<()> + Sync)| {
+            let (r, runs) = nft_runs_of(ns, || {
+                if legacy {
+                    nft::testing::without_destroy(f)
+                } else {
+                    f()
+                }
+            });
+            r.unwrap_or_else(|e| panic!("legacy={legacy}: {e}"));
+            assert_eq!(runs, 0, "legacy={legacy}: a del must not run nft");
+        };
+        let ns = fresh_ns();
+        let ips = [ip("10.88.0.2"), ip("fd00:a::2")];
+        // No tables at all.
+        run(&ns, &|| masq::del(NET_A, &ips));
+        run(&ns, &|| spoofchk::del("veth1", Some(MAC_A)));
+        assert!(table_json(&ns, "inet", "nuage").is_none());
+        assert!(table_json(&ns, "bridge", "nuage").is_none());
+
+        add_a(&ns, "c1", "10.88.0.2", "fd00:a::2");
+        add_a(&ns, "c2", "10.88.0.3", "fd00:a::3");
+        within(&ns, || {
+            spoofchk::add(NET_A, "veth1", MAC_A, &att("c1", "eth0"))?;
+            spoofchk::add(NET_A, "veth2", MAC_B, &att("c2", "eth0"))
+        })
+        .unwrap();
+        run(&ns, &|| masq::del(NET_A, &ips));
+        run(&ns, &|| spoofchk::del("veth1", Some(MAC_A)));
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert_eq!(
+            map_elems(&objs, "masq4").into_keys().collect::<Vec<_>>(),
+            ["10.88.0.3"]
+        );
+        assert_eq!(
+            map_elems(&objs, "masq6").into_keys().collect::<Vec<_>>(),
+            ["fd00:a::3"]
+        );
+        let objs = table_json(&ns, "bridge", "nuage").unwrap();
+        assert_eq!(
+            set_elems(&objs, "spoof_ports")
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["veth2"]
+        );
+        // Missing elements; then partly missing: the present ones go.
+        run(&ns, &|| masq::del(NET_A, &ips));
+        run(&ns, &|| spoofchk::del("veth1", Some(MAC_A)));
+        run(&ns, &|| {
+            masq::del(NET_A, &[ip("10.88.0.2"), ip("10.88.0.3"), ip("fd00:a::3")])
+        });
+        run(&ns, &|| spoofchk::del("veth2", Some(MAC_A))); // the port goes, not the pair
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert!(map_elems(&objs, "masq4").is_empty());
+        assert!(map_elems(&objs, "masq6").is_empty());
+        let objs = table_json(&ns, "bridge", "nuage").unwrap();
+        assert!(set_elems(&objs, "spoof_ports").is_empty());
+        assert_eq!(set_elems(&objs, "spoof_allowed").len(), 1);
+
+        // One map missing (someone deleted masq6): the batch fails with
+        // ENOENT, the other map's element still goes.
+        add_a(&ns, "c1", "10.88.0.2", "fd00:a::2");
+        nft_input(
+            &ns,
+            "flush chain inet nuage postrouting\ndelete map inet nuage masq6\n".into(),
+        );
+        run(&ns, &|| masq::del(NET_A, &ips));
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert!(map_elems(&objs, "masq4").is_empty());
+
+        // Tables gone: still success.
+        nft_ok(&ns, &["delete", "table", "inet", "nuage"]);
+        nft_ok(&ns, &["delete", "table", "bridge", "nuage"]);
+        run(&ns, &|| masq::del(NET_A, &ips));
+        run(&ns, &|| spoofchk::del("veth2", Some(MAC_B)));
+    }
+}
+
+#[test]
+fn nfnl_errors_name_the_operation_and_the_message() {
+    require_root!();
+    let ns = fresh_ns();
+    // A foreign `masq4` with 16-byte keys: our 4-byte key is EINVAL, with
+    // destroy and with delete.
+    nft_ok(&ns, &["add", "table", "inet", "nuage"]);
+    nft_ok(
+        &ns,
+        &["add", "set", "inet", "nuage", "masq4", "{ type ifname; }"],
+    );
+    let e = within(&ns, || masq::del(NET_A, &[ip("10.88.0.2")])).unwrap_err();
+    assert_eq!(e.errno, Some(libc::EINVAL), "{e}");
+    assert!(
+        e.msg.starts_with(
+            "nfnl: delete masquerade of 10.88.0.2 (network \"net-a.1\") from maps inet nuage masq4/masq6: \
+             delete element inet nuage masq4 { 10.88.0.2 }: Invalid argument"
+        ),
+        "{e}"
+    );
+    // An invalid port name is refused before anything is sent.
+    let e = within(&ns, || spoofchk::del("veth/x", None)).unwrap_err();
+    assert!(e.msg.contains("not a valid interface name"), "{e}");
+    let a = att("c1", "eth0");
+    let e = within(&ns, || {
+        nft::add(&rules_for(&a, &[], &[], "a-much-too-long-name", MAC_A))
+    })
+    .unwrap_err();
+    assert!(e.msg.contains("not a valid interface name"), "{e}");
+}
+
+#[test]
+fn nfnl_parallel_adds_and_dels_on_distinct_elements_all_succeed() {
+    require_root!();
+    let ns = fresh_ns();
+    let subnets = subnets_a();
+    // The tables exist: every ADD below takes the fast path.
+    add_a(&ns, "c0", "10.88.0.2", "fd00:a::2");
+    within(&ns, || {
+        spoofchk::add(NET_A, "veth0", MAC_A, &att("c0", "eth0"))
+    })
+    .unwrap();
+    let ids: Vec<String> = (0..48).map(|i| format!("par{i}")).collect();
+    let runs: u64 = within(&ns, || {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    let subnets = &subnets;
+                    s.spawn(move || {
+                        let before = nft::testing::nft_runs();
+                        let a = att(id, "eth0");
+                        let ips = [ip(&format!("10.88.1.{i}")), ip(&format!("fd00:a::1:{i:x}"))];
+                        let (port, mac) = (format!("vp{i}"), [2, 0, 0, 0, 2, i as u8]);
+                        nft::add(&nft::AttachmentRules {
+                            network: NET_A,
+                            att: &a,
+                            masq: Some((subnets, &ips)),
+                            spoofchk: Some((&port, mac)),
+                        })
+                        .unwrap();
+                        if i % 2 == 0 {
+                            masq::del(NET_A, &ips).unwrap();
+                            spoofchk::del(&port, Some(mac)).unwrap();
+                        }
+                        nft::testing::nft_runs() - before
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        })
+    });
+    assert_eq!(runs, 0, "no nft process on the fast paths");
+    let objs = table_json(&ns, "inet", "nuage").unwrap();
+    assert_eq!(map_elems(&objs, "masq4").len(), 1 + 24);
+    assert_eq!(map_elems(&objs, "masq6").len(), 1 + 24);
+    let objs = table_json(&ns, "bridge", "nuage").unwrap();
+    assert_eq!(set_elems(&objs, "spoof_ports").len(), 1 + 24);
+    assert_eq!(set_elems(&objs, "spoof_allowed").len(), 1 + 24);
+    for i in (1..48).step_by(2) {
+        let a = att(&ids[i], "eth0");
+        let ips = [ip(&format!("10.88.1.{i}")), ip(&format!("fd00:a::1:{i:x}"))];
+        within(&ns, || masq::check(NET_A, &subnets, &ips, &a)).unwrap();
+    }
+}
+
+/// Not a test: the cost of one ADD and one DEL of a masquerade element over
+/// NETLINK_NETFILTER and over `nft -j -f -` (what the code did before),
+/// with 1000 elements in the map (`NUAGE_TIMING_FILL` to change). Run with
+/// `cargo test -p nuage-core --release --test nft -- --ignored --nocapture timing`.
+#[test]
+#[ignore]
+fn timing_nfnl_vs_nft_exec() {
+    use std::time::{Duration, Instant};
+    require_root!();
+    let ns = fresh_ns();
+    let subnets = [net("10.0.0.0/8")];
+    let a0 = att("c0", "eth0");
+    within(&ns, || masq::add(NET_A, &subnets, &[ip("10.1.0.1")], &a0)).unwrap();
+    let chain = masq::chain_name(NET_A, &subnets);
+    let fill: u32 = std::env::var("NUAGE_TIMING_FILL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let elems: Vec<String> = (0..fill)
+        .map(|i| {
+            format!(
+                "10.2.{}.{} comment \"{NET_A}/fill{i}/eth0\" : jump {chain}",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    for chunk in elems.chunks(1000) {
+        nft_input(
+            &ns,
+            format!("add element inet nuage masq4 {{ {} }}\n", chunk.join(", ")),
+        );
+    }
+    let objs = table_json(&ns, "inet", "nuage").unwrap();
+    assert_eq!(map_elems(&objs, "masq4").len(), fill as usize + 1);
+
+    const N: u32 = 200;
+    let key = |net: u32, i: u32| format!("10.{net}.{}.{}", i / 250, i % 250 + 1);
+    let ((add, del), runs) = nft_runs_of(&ns, || {
+        let (mut add, mut del) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..N {
+            let ips = [ip(&key(100, i))];
+            let t = Instant::now();
+            masq::add(NET_A, &subnets, &ips, &att(&format!("t{i}"), "eth0")).unwrap();
+            add += t.elapsed();
+            let t = Instant::now();
+            masq::del(NET_A, &ips).unwrap();
+            del += t.elapsed();
+        }
+        (add / N, del / N)
+    });
+    assert_eq!(runs, 0);
+
+    let exec = |json: Value| {
+        use std::io::Write;
+        let mut child = Command::new("nft")
+            .args(["-j", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(json.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+    };
+    let (add_nft, del_nft) = within(&ns, || {
+        let (mut add, mut del) = (Duration::ZERO, Duration::ZERO);
+        for i in 0..N {
+            let (k, comment) = (key(101, i), format!("{NET_A}/t{i}/eth0"));
+            let t = Instant::now();
+            exec(serde_json::json!({"nftables": [{"create": {"element": {
+                "family": "inet", "table": "nuage", "name": "masq4",
+                "elem": [[{"elem": {"val": k, "comment": comment}},
+                          {"jump": {"target": chain}}]]}}}]}));
+            add += t.elapsed();
+            let t = Instant::now();
+            exec(serde_json::json!({"nftables": [{"delete": {"element": {
+                "family": "inet", "table": "nuage", "name": "masq4", "elem": [k]}}}]}));
+            del += t.elapsed();
+        }
+        (add / N, del / N)
+    });
+    eprintln!(
+        "{} elements in masq4, mean of {N}: \
+         nfnl: add {add:?}, del {del:?}; nft -j -f -: add {add_nft:?}, del {del_nft:?}",
+        fill + 1
+    );
+}

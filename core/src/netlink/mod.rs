@@ -11,6 +11,7 @@
 //! extended-ACK message when there is one.
 
 mod addr;
+mod devconf;
 mod link;
 mod neigh;
 mod route;
@@ -27,6 +28,7 @@ use crate::netns::NetNs;
 use crate::{Error, Result, ResultExt};
 
 pub use addr::Addr;
+pub use devconf::Ipv4Conf;
 pub use link::{BridgePort, Link, MacvlanMode, VethSpec, VxlanSpec};
 pub use neigh::{FdbEntry, Neigh};
 pub use route::{Route, RouteSpec};

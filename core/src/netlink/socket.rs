@@ -19,6 +19,8 @@ const DUMP_ATTEMPTS: usize = 5;
 const NLMSG_HDRLEN: usize = 16;
 /// `NLMSGERR_ATTR_MSG`: the extended ACK's human-readable message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 
 pub(crate) struct Socket {
     sock: netlink_sys::Socket,
@@ -59,6 +61,58 @@ impl Socket {
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
         // No NLM_F_ACK: a dump ends with NLMSG_DONE (or a NACK if it cannot start).
         self.exchange(msg, NLM_F_DUMP)
+    }
+
+    /// Sends a request the `netlink-packet-route` types cannot express
+    /// (`nlmsg_type` and its payload as bytes, ACK requested) and returns
+    /// the replies before the ACK, as (type, payload) pairs.
+    pub fn request_raw(
+        &mut self,
+        nlmsg_type: u16,
+        flags: u16,
+        payload: &[u8],
+    ) -> Result<Vec<(u16, Vec<u8>)>> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = NLMSG_HDRLEN + payload.len();
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(&(len as u32).to_ne_bytes());
+        bytes.extend_from_slice(&nlmsg_type.to_ne_bytes());
+        bytes.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | flags).to_ne_bytes());
+        bytes.extend_from_slice(&self.seq.to_ne_bytes());
+        bytes.extend_from_slice(&0u32.to_ne_bytes());
+        bytes.extend_from_slice(payload);
+        self.sock
+            .send(&bytes, 0)
+            .map_err(|e| Error::os("send", e))?;
+        let mut replies = Vec::new();
+        loop {
+            self.recv()?;
+            let mut off = 0;
+            while off + NLMSG_HDRLEN <= self.buf.len() {
+                let header = NetlinkBuffer::new_checked(&self.buf[off..])
+                    .map_err(|e| Error::internal(format!("decode reply: {e}")))?;
+                let (start, len) = (off, header.length() as usize);
+                off += (len + 3) & !3;
+                if header.sequence_number() != self.seq {
+                    continue;
+                }
+                let body = &self.buf[start + NLMSG_HDRLEN..start + len];
+                match header.message_type() {
+                    NLMSG_ERROR => {
+                        let errno = body
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if errno == 0 {
+                            return Ok(replies);
+                        }
+                        let tlvs = ack_tlvs(header.flags(), &body[4..]);
+                        return Err(kernel_error(-errno, tlvs));
+                    }
+                    NLMSG_DONE => return Ok(replies),
+                    t => replies.push((t, body.to_vec())),
+                }
+            }
+        }
     }
 
     fn exchange(

@@ -11,10 +11,20 @@
 //!
 //! Per container, ADD and DEL only create or delete map/set elements, so
 //! their cost does not grow with the number of containers (the reference
-//! plugins' per-container rules and chains do, see user-pain §2). Every change is one
-//! `nft -j -f -` transaction: it applies entirely or not at all. Each element
-//! carries a comment naming its attachment ([`attachment_comment`]), which
-//! is how GC finds the stale ones.
+//! plugins' per-container rules and chains do, see user-pain §2). Each
+//! element carries a comment naming its attachment ([`attachment_comment`]),
+//! which is how GC finds the stale ones. Every change is one transaction: it
+//! applies entirely or not at all.
+//!
+//! Two transports:
+//! - `nfnl`: the per-container element changes (the fast path of ADD,
+//!   `create element`; DEL, `destroy`/`delete element`) go straight to
+//!   nf_tables over NETLINK_NETFILTER, one batch per change, with the bytes
+//!   nft itself would send: no process to start, and no read of the ruleset
+//!   (nft reads every element of every set before each change);
+//! - `nft -j -f -` for everything else: ensuring and rewriting tables, sets
+//!   and chains (ADD's full path: a network's first container, repairs),
+//!   CHECK, GC and the listings (`nft -j list table`).
 //!
 //! The JSON is built with the `nftables` crate's schema types where they fit
 //! (tables, chains, rules, sets); maps of verdicts and elements with comments
@@ -22,9 +32,12 @@
 //! `verdict` set type, and its `Elem` serializes absent fields as `null`).
 //!
 //! nft 1.0.6 / kernel quirks this module works around:
-//! - there is no `destroy`: deleting a missing element (or one in a missing
-//!   table) fails the whole transaction with ENOENT, so a failed batch delete
-//!   is retried element by element, ignoring ENOENT;
+//! - nft 1.0.6 has no `destroy`; the kernel's NFT_MSG_DESTROYSETELEM (6.3)
+//!   ignores a missing element but not a missing table or set (ENOENT, which
+//!   aborts the whole batch): `nfnl` deletes with DESTROYSETELEM and, on
+//!   ENOENT, retries set by set ignoring ENOENT; on a kernel without it
+//!   (EINVAL) it sends DELSETELEM, and on ENOENT retries element by element
+//!   ignoring ENOENT (as GC's nft transactions do);
 //! - `add element` of an existing key is a no-op that keeps the old comment,
 //!   and fails with EEXIST when the old *value* differs; so ADD's full
 //!   transaction does `add; delete; add` of each element, and on EEXIST
@@ -32,22 +45,30 @@
 //!   fails with EEXIST on any existing key);
 //! - a transaction that re-adds an existing chain, flushes a non-empty one
 //!   or deletes an element takes ~15 ms of wall time here (~1 ms of CPU),
-//!   one that only creates elements ~3 ms; so ADD first tries `create
-//!   element` alone (see [`masq::add`]);
+//!   one that only creates elements ~3 ms with nft, ~0.1 ms with `nfnl`;
+//!   so ADD first tries `create element` alone (see [`masq::add`]), and
+//!   falls back to the full nft transaction on any error (ENOENT: no table,
+//!   set or chain yet; EEXIST). The ~15 ms are not the commit (~20 us for
+//!   a deletion): closing the NETLINK_NETFILTER socket after a transaction
+//!   that freed something waits for an RCU grace period (the kernel flushes
+//!   nf_tables' destroy work), in nft and in `nfnl` alike;
 //! - `delete chain` of a chain that a map element still jumps to is EBUSY;
 //! - comments are at most 128 bytes ("comment too long");
-//! - any read (`list chain`, `get element`, even `list tables`) fetches
+//! - any nft read (`list chain`, `get element`, even `list tables`) fetches
 //!   every element of every set: ~6 us per element, so reads are O(number
 //!   of containers) while writes (`create`/`delete element`) stay ~O(1);
-//!   ADD and DEL never read, CHECK and GC read our table once, with
+//!   ADD and DEL never read (except `spoofchk::del` without a MAC and the
+//!   `del_attachment`s), CHECK and GC read our table once, with
 //!   `nft -j list table <family> nuage` (`nft -j get element` prints text
 //!   anyway, and several `list` commands in one `-f` input fail or read the
 //!   whole ruleset);
 //! - with JSON input, nft cannot point at the failing command
-//!   (`internal:0:0-0`), so error messages name the objects themselves;
+//!   (`internal:0:0-0`), so error messages name the objects themselves
+//!   (nfnl's name the failing message's nft command);
 //! - nft's error texts come from `strerror`: it runs with `LC_ALL=C`.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -66,6 +87,7 @@ use sha2::{Digest, Sha256};
 use crate::{Code, Error, Result};
 
 pub mod masq;
+mod nfnl;
 pub mod spoofchk;
 
 /// The name of both our tables (`inet nuage`, `bridge nuage`).
@@ -89,25 +111,25 @@ pub struct AttachmentRules<'a> {
     pub spoofchk: Option<(&'a str, [u8; 6])>,
 }
 
-/// Adds `rules`: both fast paths in one `nft` run (one process, one kernel
-/// commit: ~3 ms instead of twice that); if that fails (first container of
-/// a network, stale elements), each part on its full path.
+/// Adds `rules`: both fast paths in one NETLINK_NETFILTER batch (one
+/// kernel commit, no nft process); if that fails (first container of a
+/// network, stale elements), each part on its full path (nft).
 ///
 /// Equivalent to `nft -f -` with the `create element` lines of
 /// [`masq::add`] and [`spoofchk::add`].
 pub fn add(rules: &AttachmentRules) -> Result<()> {
-    let mut tx = Tx::new();
+    let mut batch = nfnl::Batch::new();
     if let Some((subnets, ips)) = rules.masq {
-        masq::push_create(&mut tx, rules.network, subnets, ips, rules.att);
+        masq::push_create(&mut batch, rules.network, subnets, ips, rules.att);
     }
     if let Some((port, mac)) = rules.spoofchk {
-        spoofchk::push_create(&mut tx, rules.network, port, mac, rules.att);
+        spoofchk::push_create(&mut batch, rules.network, port, mac, rules.att)?;
     }
     let op = format!(
         "add netfilter rules of {}",
         attachment_comment(rules.network, rules.att)
     );
-    if tx.is_empty() || tx.apply(&op).is_ok() {
+    if batch.is_empty() || batch.commit(&op).is_ok() {
         return Ok(());
     }
     if let Some((port, mac)) = rules.spoofchk {
@@ -122,6 +144,43 @@ pub fn add(rules: &AttachmentRules) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Hooks for tests (not a stable API).
+#[doc(hidden)]
+pub mod testing {
+    /// How many times the calling thread has started the nft binary: lets
+    /// a test tell a fast path (NETLINK_NETFILTER only) from a full one.
+    pub fn nft_runs() -> u64 {
+        super::NFT_RUNS.with(std::cell::Cell::get)
+    }
+
+    /// Runs `f` with this thread's element deletions meeting a kernel
+    /// before 6.3: NFT_MSG_DESTROYSETELEM rejected (EINVAL), so they fall
+    /// back to NFT_MSG_DELSETELEM.
+    pub fn without_destroy<T>(f: impl FnOnce() -> T) -> T {
+        super::nfnl::without_destroy(f)
+    }
+}
+
+thread_local! {
+    static NFT_RUNS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Deletes the masquerade of `ips` and the spoof check of `port` with each
+/// of its `macs` (both optional), in one transaction over netlink: the
+/// DEL of an attachment whose addresses and port are known. Idempotent, as
+/// [`masq::del`] and [`spoofchk::del`].
+///
+/// Equivalent to `nft -f -` with the `destroy element` lines of
+/// [`masq::del`] and [`spoofchk::del`].
+pub fn del(network: &str, ips: &[IpAddr], spoof: Option<(&str, &[[u8; 6]])>) -> Result<()> {
+    let mut dels = masq::dels(ips);
+    if let Some((port, macs)) = spoof {
+        dels.extend(spoofchk::dels(port, macs)?);
+    }
+    let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
+    nfnl::delete_mixed(&dels, &op)
 }
 
 /// The comment of an element added for `att` on `network`:
@@ -365,6 +424,7 @@ fn nft_missing(op: &str) -> Error {
 /// stderr in the details, and the errno its message names.
 pub(crate) fn nft(args: &[&str], input: Option<&[u8]>, op: &str) -> Result<String> {
     let bin = nft_path().ok_or_else(|| nft_missing(op))?;
+    NFT_RUNS.with(|n| n.set(n.get() + 1));
     let mut child = Command::new(bin)
         .args(args)
         .env("LC_ALL", "C")

@@ -34,6 +34,7 @@ use nftables::stmt::{JumpTarget, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde_json::{json, Value};
 
+use super::nfnl::{self, Batch, Key};
 use super::{
     attachment_comment, chain, check_chain, comment_is_of, commented, elements, eq, is_enoent,
     list_table, mac_string, meta, parse_mac, payload, rule, table, Attachment, RuleSpec, Tx, TABLE,
@@ -140,7 +141,7 @@ fn base_rules() -> Vec<RuleSpec> {
 /// Idempotent.
 ///
 /// Fast path, when the table exists and the port is new (every ADD but the
-/// host's first): one transaction of
+/// host's first): one NETLINK_NETFILTER batch (no nft process) of
 /// ```text
 /// create element bridge nuage spoof_ports { "veth1" comment "<network>/<containerID>/<ifname>" }
 /// create element bridge nuage spoof_allowed { "veth1" . 02:00:00:00:00:01 comment "..." }
@@ -169,12 +170,14 @@ fn base_rules() -> Vec<RuleSpec> {
 /// with another MAC by a missed DEL stays allowed until [`gc`] or
 /// `del(host_ifname, None)` removes it.
 pub fn add(network: &str, host_ifname: &str, mac: [u8; 6], att: &Attachment) -> Result<()> {
-    check_ifname(host_ifname)?;
     // Fast path (see `masq::add`): any failure falls through to the full
     // transaction, whose error is the one reported.
-    let mut tx = Tx::new();
-    push_create(&mut tx, network, host_ifname, mac, att);
-    if tx.apply(&add_op(network, host_ifname, mac, att)).is_ok() {
+    let mut batch = Batch::new();
+    push_create(&mut batch, network, host_ifname, mac, att)?;
+    if batch
+        .commit(&add_op(network, host_ifname, mac, att))
+        .is_ok()
+    {
         return Ok(());
     }
     add_full(network, host_ifname, mac, att)
@@ -188,21 +191,23 @@ fn add_op(network: &str, host_ifname: &str, mac: [u8; 6], att: &Attachment) -> S
     )
 }
 
-/// The fast path of [`add`]: `create element` only, into `tx`.
+/// The fast path of [`add`]: `create element` only, into `batch` (after
+/// checking the interface name).
+///
+/// Equivalent to the two `create element` lines of [`add`].
 pub(crate) fn push_create(
-    tx: &mut Tx,
+    batch: &mut Batch,
     network: &str,
     host_ifname: &str,
     mac: [u8; 6],
     att: &Attachment,
-) {
+) -> Result<()> {
+    check_ifname(host_ifname)?;
     let comment = attachment_comment(network, att);
-    for (set, key) in [
-        (PORTS, json!(host_ifname)),
-        (ALLOWED, allowed_key(host_ifname, mac)),
-    ] {
-        tx.element("create", FAMILY, set, commented(key, &comment));
-    }
+    batch.create(FAMILY, PORTS, Key::ifname(host_ifname), None, &comment);
+    let pair = Key::ifname_ether(host_ifname, mac);
+    batch.create(FAMILY, ALLOWED, pair, None, &comment);
+    Ok(())
 }
 
 /// The full path of [`add`]: table, sets and chains ensured, the elements
@@ -233,29 +238,44 @@ pub(crate) fn add_full(
 
 /// Stops checking port `host_ifname`: deletes its `spoof_ports` element and
 /// its allowed pair (every pair of this port when `mac` is `None`, which
-/// lists the set). Idempotent: a missing table, set or element is success.
+/// lists the set with nft). Idempotent: a missing table, set or element is
+/// success.
 ///
-/// Equivalent to `nft -f -` with (nft 1.0.6 has no `destroy`: when the batch
-/// fails with ENOENT, each element is deleted on its own, ENOENT ignored):
+/// Equivalent to `nft -f -` with the lines below, sent over
+/// NETLINK_NETFILTER (no nft process) in one transaction; a missing table
+/// or set is retried set by set, and a kernel without `destroy` (before
+/// 6.3) gets `delete element`, see `nfnl::delete`:
 /// ```text
-/// delete element bridge nuage spoof_ports { "veth1" }
-/// delete element bridge nuage spoof_allowed { "veth1" . 02:00:00:00:00:01 }
+/// destroy element bridge nuage spoof_ports { "veth1" }
+/// destroy element bridge nuage spoof_allowed { "veth1" . 02:00:00:00:00:01 }
 /// ```
 pub fn del(host_ifname: &str, mac: Option<[u8; 6]>) -> Result<()> {
     check_ifname(host_ifname)?;
     let op = format!("delete MAC spoof check of port {host_ifname} from table bridge {TABLE}");
-    let mut dels = vec![(PORTS, json!(host_ifname))];
+    let mut dels = vec![(PORTS, Key::ifname(host_ifname))];
     match mac {
-        Some(mac) => dels.push((ALLOWED, allowed_key(host_ifname, mac))),
+        Some(mac) => dels.push((ALLOWED, Key::ifname_ether(host_ifname, mac))),
         None => {
             let macs = list()?
                 .into_iter()
                 .filter(|e| e.host_ifname == host_ifname)
                 .filter_map(|e| e.mac);
-            dels.extend(macs.map(|mac| (ALLOWED, allowed_key(host_ifname, mac))));
+            dels.extend(macs.map(|mac| (ALLOWED, Key::ifname_ether(host_ifname, mac))));
         }
     }
-    delete_elements(&dels, &op)
+    nfnl::delete(FAMILY, &dels, &op)
+}
+
+/// The set elements of port `host_ifname` with each of `macs`, for a
+/// deletion.
+pub(crate) fn dels(host_ifname: &str, macs: &[[u8; 6]]) -> Result<Vec<nfnl::Del>> {
+    check_ifname(host_ifname)?;
+    let mut dels = vec![(FAMILY, PORTS, Key::ifname(host_ifname))];
+    dels.extend(
+        macs.iter()
+            .map(|mac| (FAMILY, ALLOWED, Key::ifname_ether(host_ifname, *mac))),
+    );
+    Ok(dels)
 }
 
 /// Stops checking the port of `att` on `network`, found by the element
@@ -275,31 +295,6 @@ pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
         errs.collect(del(&port, None));
     }
     errs.into_result()
-}
-
-/// Deletes `dels` in one transaction; on ENOENT, one by one ignoring ENOENT.
-fn delete_elements(dels: &[(&str, Value)], op: &str) -> Result<()> {
-    let delete = |dels: &[(&str, Value)]| {
-        let mut tx = Tx::new();
-        for (set, key) in dels {
-            tx.element("delete", FAMILY, set, key.clone());
-        }
-        tx.apply(op)
-    };
-    match delete(dels) {
-        Err(e) if is_enoent(&e) && dels.len() > 1 => {
-            let mut errs = Errors::new();
-            for d in dels {
-                match delete(std::slice::from_ref(d)) {
-                    Err(e) if !is_enoent(&e) => errs.push(e),
-                    _ => {}
-                }
-            }
-            errs.into_result()
-        }
-        Err(e) if is_enoent(&e) => Ok(()),
-        r => r,
-    }
 }
 
 /// Checks that port `host_ifname` is checked, that `mac` is its allowed MAC,

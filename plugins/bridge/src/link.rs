@@ -5,25 +5,26 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{self, Link, MacAddr, Netlink, VethSpec};
+use nuage_core::netlink::{self, IpFamily, Ipv4Conf, Link, MacAddr, Netlink, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::{log, sysctl, Error, Result, ResultExt};
+use nuage_core::sysctl::ConfDir;
+use nuage_core::{log, Error, Result, ResultExt};
 use sha2::{Digest, Sha256};
 
 use crate::config::Conf;
 
 /// Validation before any change: the container name is free, and the
-/// bridge name is free or a bridge.
+/// bridge name is free or a bridge. Returns the bridge if it exists.
 pub fn check_free(
     host: &mut Netlink,
     ctr: &mut Netlink,
     conf: &Conf,
     ifname: &str,
     ns: &NetNs,
-) -> Result<()> {
+) -> Result<Option<Link>> {
     if ctr.link_by_name(ifname)?.is_some() {
         return Err(
             Error::internal(format!("container veth name {ifname:?} already exists")).with_details(
@@ -43,7 +44,7 @@ pub fn check_free(
             "{name} is a {} link: choose another \"bridge\" name in the network config",
             l.kind.as_deref().unwrap_or("physical")
         ))),
-        _ => Ok(()),
+        existing => Ok(existing),
     }
 }
 
@@ -78,14 +79,26 @@ fn bridge_mac(name: &str) -> [u8; 6] {
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 
-/// The bridge, created when missing (and deleted again if the ADD fails),
-/// promiscuous if asked, `accept_ra=0`, up.
+/// Whether `br` has the MAC [`ensure_bridge`] gives the bridges it creates:
+/// set explicitly, the kernel never changes it as ports come and go.
+pub fn has_pinned_mac(br: &Link) -> bool {
+    br.mac == Some(bridge_mac(&br.name))
+}
+
+/// The bridge (`existing`, or created when missing and deleted again if the
+/// ADD fails), promiscuous if asked, `accept_ra=0`, up.
 ///
 /// Equivalent to: `ip link add <br> address <stable mac> [mtu M] type bridge; ip link set <br> up`
-pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result<Link> {
+pub fn ensure_bridge(
+    host: &mut Netlink,
+    conf: &Conf,
+    existing: Option<Link>,
+    v6: Option<&ConfDir>,
+    undo: &mut Undo,
+) -> Result<Link> {
     let name = conf.br.br_name.as_str();
     let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
-    let br = match host.link_by_name(name)? {
+    let br = match existing {
         Some(l) => l,
         None => {
             match host.create_bridge(name, mtu, Some(bridge_mac(name))) {
@@ -107,7 +120,9 @@ pub fn ensure_bridge(host: &mut Netlink, conf: &Conf, undo: &mut Undo) -> Result
         host.set_promisc(br.index, true)?;
     }
     // No router advertisements on host-side links (CVE-2020-10749).
-    sysctl::write_if_present(&format!("net/ipv6/conf/{name}/accept_ra"), "0")?;
+    if let Some(v6) = v6 {
+        v6.write_if_present(name, "accept_ra", "0")?;
+    }
     if !br.flags_up {
         host.set_up(br.index)?;
     }
@@ -134,10 +149,19 @@ fn del_unused_bridge(name: &str) -> Result<()> {
     nl.del_link(br.index)
 }
 
-/// The veth pair: the container end (`ifname`, with the requested MAC and
-/// MTU) is created directly in the container namespace; the host end
-/// (`veth<8 hex>`) gets `accept_ra=0`, joins the bridge, and takes the
-/// port flags. Returns (host end, container end).
+/// The veth pair, in one request: the container end (`ifname`, with the
+/// requested MAC and MTU) created directly in the container namespace, the
+/// host end (`veth<8 hex>`) up and a port of the bridge; then the host end
+/// gets `accept_ra=0` and the port flags, and the container end comes up
+/// (unless `disableContainerInterface`). Returns (host end, container end).
+///
+/// Both ends come up before the container's sysctls are set, as with the
+/// reference: the container's IPv6 link-local address then starts a normal
+/// DAD (delayed up to a second) instead of completing at once in the
+/// kernel's addrconf work, which holds the RTNL lock while its unsolicited
+/// neighbour advertisement and router solicitation flood every port of the
+/// bridge (O(ports), ~3 ms with 300 ports), stalling this ADD's next
+/// netlink requests.
 #[allow(clippy::too_many_arguments)]
 pub fn create_veth(
     host: &mut Netlink,
@@ -146,11 +170,12 @@ pub fn create_veth(
     conf: &Conf,
     br: &Link,
     ifname: &str,
+    v6: Option<&ConfDir>,
     undo: &mut Undo,
 ) -> Result<(Link, Link)> {
     let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
     let mut attempt = 0;
-    let host_name = loop {
+    let (host_name, echoed) = loop {
         let name = netlink::random_name("veth");
         let spec = VethSpec {
             name: &name,
@@ -159,35 +184,38 @@ pub fn create_veth(
             mac: None,
             peer_mac: conf.mac,
             peer_netns: Some(ns),
+            up: true,
+            controller: Some(br.index),
         };
         match host.create_veth(&spec) {
-            Ok(()) => break name,
+            Ok(echoed) => break (name, echoed),
             // A random name taken on the host: try another (the container
             // name was checked free before).
             Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
                 attempt += 1
+            }
+            Err(e) if e.errno() == Some(libc::EXFULL) => {
+                return Err(Error::internal(format!(
+                    "bridge {:?} is full: the kernel allows 1023 ports per bridge",
+                    br.name
+                ))
+                .with_details("spread containers over several bridge networks"))
             }
             Err(e) => return Err(e),
         }
     };
     let owned = host_name.clone();
     undo.push(format!("veth {host_name}"), move || del_by_name(&owned));
-    let hv = host
-        .link_by_name(&host_name)?
-        .ok_or_else(|| Error::internal(format!("veth {host_name:?} vanished after creation")))?;
-    sysctl::write_if_present(&format!("net/ipv6/conf/{host_name}/accept_ra"), "0")?;
-    host.set_up(hv.index)?;
-    host.set_controller(hv.index, Some(br.index)).map_err(|e| {
-        if e.errno() == Some(libc::EXFULL) {
-            Error::internal(format!(
-                "bridge {:?} is full: the kernel allows 1023 ports per bridge",
-                br.name
-            ))
-            .with_details("spread containers over several bridge networks")
-        } else {
-            e
-        }
-    })?;
+    let mut hv = match echoed {
+        Some(l) => l,
+        None => host.link_by_name(&host_name)?.ok_or_else(|| {
+            Error::internal(format!("veth {host_name:?} vanished after creation"))
+        })?,
+    };
+    hv.controller = Some(br.index);
+    if let Some(v6) = v6 {
+        v6.write_if_present(&host_name, "accept_ra", "0")?;
+    }
     if conf.br.hairpin_mode || conf.br.port_isolation {
         host.set_bridge_port(
             hv.index,
@@ -195,27 +223,51 @@ pub fn create_veth(
             Some(conf.br.port_isolation),
         )?;
     }
-    let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
+    // With IPAM (L3), gratuitous ARP on address changes (`arp_notify`),
+    // set with the link up.
+    let arp_notify: &[_] = if conf.ipam {
+        &[(Ipv4Conf::ArpNotify, 1)]
+    } else {
+        &[]
+    };
+    let cv = if conf.br.disable_container_interface {
+        ctr.link_by_name(ifname)?
+    } else {
+        ctr.set_up_named(ifname, arp_notify)?
+    };
+    let cv = cv.ok_or_else(|| {
         Error::internal(format!("container veth {ifname:?} vanished after creation"))
     })?;
-    let hv = host.link_by_index(hv.index)?.unwrap_or(hv);
     Ok((hv, cv))
 }
 
-/// No DAD on the container interface unless `enabledad` (then optimistic,
-/// with enhanced DAD), and gratuitous ARP on address changes.
-pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool) -> Result<()> {
+/// The container's DAD settings. With `enabledad`: DAD on, enhanced
+/// (`accept_dad=1`, `enhanced_dad=1`). Without: the IPAM addresses are added
+/// with `nodad` by ADD, and `accept_dad=0` is written only with
+/// `hairpinMode`, where the bridge reflects the container's own DAD probes
+/// back to it and every address it configures would fail DAD.
+///
+/// The reference writes `accept_dad=0` in every case. We do not, because
+/// the write costs O(network namespaces on the machine) (see
+/// `nuage_core::sysctl`): a fresh namespace's first `/proc/sys/net` lookup
+/// compares the dentries of every other namespace (~0.5 ms with 400).
+///
+/// Equivalent to: `sysctl -w net.ipv6.conf.<ifname>.accept_dad=0` in the
+/// container (with `hairpinMode`)
+pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, hairpin: bool) -> Result<()> {
+    if !enable_dad && !hairpin {
+        return Ok(());
+    }
     ns.run(|| -> Result<()> {
-        let (dad, enhanced) = if enable_dad {
-            ("1", Some("1"))
-        } else {
-            ("0", None)
+        let Some(v6) = ConfDir::open(true)? else {
+            return Ok(());
         };
-        sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), dad)?;
-        if let Some(e) = enhanced {
-            sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/enhanced_dad"), e)?;
+        if enable_dad {
+            v6.write_if_present(ifname, "accept_dad", "1")?;
+            v6.write_if_present(ifname, "enhanced_dad", "1")
+        } else {
+            v6.write_if_present(ifname, "accept_dad", "0")
         }
-        sysctl::write(&format!("net/ipv4/conf/{ifname}/arp_notify"), "1")
     })?
 }
 
@@ -231,7 +283,7 @@ pub fn ensure_gateway_addrs(
     force: bool,
 ) -> Result<()> {
     for gw in gws {
-        let existing = host.addrs(Some(br.index))?;
+        let existing = host.addrs_of(Some(br.index), IpFamily::of(gw.ip()))?;
         if existing.iter().any(|a| a.address == *gw) {
             continue;
         }
@@ -261,8 +313,12 @@ pub fn ensure_gateway_addrs(
             }
             host.del_addr(br.index, a.address)?;
         }
-        host.add_addr(br.index, *gw)
-            .with_context(|| format!("gateway on {}", br.name))?;
+        match host.add_addr(br.index, *gw) {
+            // A concurrent ADD on the same bridge added it since the dump
+            // (EEXIST is the same address and prefix).
+            Err(e) if e.is_exists() => {}
+            r => r.with_context(|| format!("gateway on {}", br.name))?,
+        }
     }
     Ok(())
 }

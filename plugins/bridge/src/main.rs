@@ -33,15 +33,25 @@ impl Plugin for Bridge {
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
         let mut ctr = Netlink::in_netns(&ns)?;
-        link::check_free(&mut host, &mut ctr, &conf, &a.ifname, &ns)?;
+        let existing = link::check_free(&mut host, &mut ctr, &conf, &a.ifname, &ns)?;
         if conf.wants_vlan() {
             link::require_vlan_filtering(&mut host, &conf.br.br_name)?;
         }
 
         let mut undo = Undo::new();
-        let br = link::ensure_bridge(&mut host, &conf, &mut undo)?;
-        let (host_veth, ctr_veth) =
-            link::create_veth(&mut host, &mut ctr, &ns, &conf, &br, &a.ifname, &mut undo)?;
+        // The host's IPv6 per-interface sysctls (None: IPv6 disabled).
+        let v6 = sysctl::ConfDir::open(true)?;
+        let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
+        let (host_veth, ctr_veth) = link::create_veth(
+            &mut host,
+            &mut ctr,
+            &ns,
+            &conf,
+            &br,
+            &a.ifname,
+            v6.as_ref(),
+            &mut undo,
+        )?;
         let mut result = CniResult {
             cni_version: a.conf.cni_version.clone(),
             interfaces: vec![
@@ -62,8 +72,8 @@ impl Plugin for Bridge {
             result.dns = ipam.dns;
             gateways(&conf, &mut result);
 
-            link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad)?;
-            ifconfig::configure_iface(&mut ctr, &ns, &a.ifname, &result)?;
+            link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
+            ifconfig::configure_link(&mut ctr, &ns, &ctr_veth, &result, !conf.br.enable_dad)?;
             if conf.br.is_gateway {
                 let gws: Vec<IpNetwork> = result
                     .ips
@@ -71,13 +81,16 @@ impl Plugin for Bridge {
                     .filter_map(|ip| IpNetwork::new(ip.gateway?, ip.address.prefix()).ok())
                     .collect();
                 link::ensure_gateway_addrs(&mut host, &br, &gws, conf.br.force_address)?;
-                sysctl::enable_forwarding(&gws)?;
-                if let Some(b) = host.link_by_index(br.index)? {
-                    result.interfaces[0].mac = mac_string(b.mac);
+                sysctl::enable_forwarding(&mut host, &gws)?;
+                // As the reference, the bridge's MAC after the gateway is set:
+                // the kernel may have changed it (its lowest port's) unless it
+                // was set explicitly, as we do for the bridges we create.
+                if !link::has_pinned_mac(&br) {
+                    if let Some(b) = host.link_by_index(br.index)? {
+                        result.interfaces[0].mac = mac_string(b.mac);
+                    }
                 }
             }
-        } else if !conf.br.disable_container_interface {
-            ctr.set_up(ctr_veth.index)?;
         }
         // Masquerade and spoof check in one nftables transaction.
         let subnets: Vec<IpNetwork> = result.ips.iter().map(|ip| network_of(ip.address)).collect();
@@ -169,25 +182,38 @@ impl Plugin for Bridge {
         }
         // Only global addresses were masqueraded (not fe80::/10).
         ips.retain(|ip| !ip.is_loopback() && !is_link_local(ip));
+        ips.sort();
+        ips.dedup();
         // Firewall entries go before the addresses return to IPAM: a
         // released address may be handed to a new container at once.
-        if conf.br.ip_masq {
-            ips.sort();
-            ips.dedup();
-            errs.collect(if ips.is_empty() {
-                nft::masq::del_attachment(net, &att)
-            } else {
-                nft::masq::del(net, &ips)
-            });
-        }
-        if conf.br.macspoofchk {
-            errs.collect(match &port {
-                Some(p) if !macs.is_empty() => macs
-                    .iter()
-                    .try_for_each(|m| nft::spoofchk::del(p, Some(m.0))),
-                Some(p) => nft::spoofchk::del(p, None),
-                None => nft::spoofchk::del_attachment(net, &att),
-            });
+        let masq_known = !conf.br.ip_masq || !ips.is_empty();
+        let spoof_known = !conf.br.macspoofchk || (port.is_some() && !macs.is_empty());
+        if (conf.br.ip_masq || conf.br.macspoofchk) && masq_known && spoof_known {
+            // The common case: everything known, one transaction.
+            let macs: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
+            let spoof = port
+                .as_deref()
+                .filter(|_| conf.br.macspoofchk)
+                .map(|p| (p, &macs[..]));
+            let ips = if conf.br.ip_masq { &ips[..] } else { &[] };
+            errs.collect(nft::del(net, ips, spoof));
+        } else {
+            if conf.br.ip_masq {
+                errs.collect(if ips.is_empty() {
+                    nft::masq::del_attachment(net, &att)
+                } else {
+                    nft::masq::del(net, &ips)
+                });
+            }
+            if conf.br.macspoofchk {
+                errs.collect(match &port {
+                    Some(p) if !macs.is_empty() => macs
+                        .iter()
+                        .try_for_each(|m| nft::spoofchk::del(p, Some(m.0))),
+                    Some(p) => nft::spoofchk::del(p, None),
+                    None => nft::spoofchk::del_attachment(net, &att),
+                });
+            }
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
@@ -305,6 +331,11 @@ fn first_host(n: IpNetwork) -> Option<IpAddr> {
         IpAddr::V6(a) => Some(IpAddr::V6((u128::from(a) + 1).into())),
     }
 }
+
+/// A bump allocator: this process lives for one CNI operation (see
+/// `nuage_core::alloc`).
+#[global_allocator]
+static ALLOC: nuage_core::alloc::Arena = nuage_core::alloc::Arena::new();
 
 fn main() {
     skel::run(&Bridge)

@@ -210,6 +210,11 @@ impl Plugin for HostDevice {
     }
 }
 
+/// A bump allocator: this process lives for one CNI operation (see
+/// `nuage_core::alloc`).
+#[global_allocator]
+static ALLOC: nuage_core::alloc::Arena = nuage_core::alloc::Arena::new();
+
 fn main() {
     skel::run(&HostDevice)
 }

@@ -94,6 +94,11 @@ fn lo_link(nl: &mut Netlink, ns: &NetNs) -> Result<Link> {
         .ok_or_else(|| Error::internal(format!("no lo interface in netns {}", ns.path().display())))
 }
 
+/// A bump allocator: this process lives for one CNI operation (see
+/// `nuage_core::alloc`).
+#[global_allocator]
+static ALLOC: nuage_core::alloc::Arena = nuage_core::alloc::Arena::new();
+
 fn main() {
     skel::run(&Loopback)
 }

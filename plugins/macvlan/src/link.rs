@@ -1,10 +1,11 @@
 //! The container's macvlan: creation, and its CHECK.
 
-use nuage_core::netlink::{self, Link, MacAddr, Netlink};
+use nuage_core::netlink::{self, Ipv4Conf, Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::{sysctl, Error, Result, ResultExt};
+use nuage_core::sysctl::ConfDir;
+use nuage_core::{Error, Result, ResultExt};
 
 use crate::config::Conf;
 
@@ -23,13 +24,14 @@ use crate::config::Conf;
 /// namespace. So on `EEXIST` the macvlan is created under a temporary name
 /// and renamed; otherwise not, as a rename costs an RCU grace period.
 ///
-/// With IPAM it gets `arp_notify`/`ndisc_notify` (gratuitous ARP and
-/// unsolicited neighbour advertisements when addresses change, so the
-/// segment learns the new MAC).
+/// With IPAM it gets `arp_notify` (gratuitous ARP when it comes up and
+/// when addresses change, so the segment learns the new MAC), over netlink;
+/// `ndisc_notify`, its IPv6 counterpart, has no netlink setter and is set
+/// by [`ndisc_notify`] when there are IPv6 addresses.
 ///
 /// Equivalent to: `ip link add <ifname> link <master> [mtu M] [address A]
 /// netns <ns> type macvlan mode <mode> [bcqueuelen N]; ip netns exec <ns>
-/// sysctl net.ipv4.conf.<ifname>.arp_notify=1 net.ipv6.conf.<ifname>.ndisc_notify=1`
+/// sysctl net.ipv4.conf.<ifname>.arp_notify=1`
 pub fn setup(
     host: &mut Netlink,
     ns: &NetNs,
@@ -82,15 +84,14 @@ pub fn setup(
                 ctr.set_macvlan_bcqueuelen(link.index, len)?;
             }
             if conf.ipam {
-                // Best effort, as the reference (IPv6 may be off). Per-interface
-                // sysctls keep their values across a rename.
-                let _ = sysctl::write(&format!("net/ipv4/conf/{name}/arp_notify"), "1");
-                let _ = sysctl::write(&format!("net/ipv6/conf/{name}/ndisc_notify"), "1");
+                // Per-interface settings keep their values across a rename.
+                ctr.set_ipv4_conf(link.index, &[(Ipv4Conf::ArpNotify, 1)])?;
             }
-            if name != ifname {
-                ctr.set_name(link.index, ifname)
-                    .with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
+            if name == ifname {
+                return Ok(link.clone());
             }
+            ctr.set_name(link.index, ifname)
+                .with_context(|| format!("failed to rename macvlan to {ifname:?}"))?;
             ctr.link_by_index(link.index)?
                 .ok_or_else(|| Error::internal(format!("macvlan {ifname:?} vanished")))
         };
@@ -102,6 +103,23 @@ pub fn setup(
             }
         }
     })?
+}
+
+/// `ndisc_notify=1` on the container's macvlan (unsolicited neighbour
+/// advertisements when it comes up or its IPv6 addresses change), best
+/// effort as the reference. Only for IPv6 results: the write walks
+/// `/proc/sys/net`, whose cost grows with the number of namespaces on the
+/// machine (see `nuage_core::sysctl`), and the setting only concerns IPv6
+/// addresses (the reference writes it for every result).
+///
+/// Equivalent to: `ip netns exec <ns> sysctl -w net.ipv6.conf.<ifname>.ndisc_notify=1`
+pub fn ndisc_notify(ns: &NetNs, ifname: &str) {
+    let _ = ns.run(|| -> Result<()> {
+        match ConfDir::open(true)? {
+            Some(v6) => v6.write(ifname, "ndisc_notify", "1"),
+            None => Ok(()),
+        }
+    });
 }
 
 /// Deletes link `index` of `ns`, if it is still there.

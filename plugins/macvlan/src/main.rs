@@ -60,7 +60,10 @@ impl Plugin for Macvlan {
             for ip in &mut result.ips {
                 ip.interface = Some(0);
             }
-            ifconfig::configure_iface(&mut ctr, ns, &a.ifname, &result)?;
+            if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
+                link::ndisc_notify(ns, &a.ifname);
+            }
+            ifconfig::configure_link(&mut ctr, ns, &mv, &result, false)?;
             if let Some(s) = &conf.shim {
                 let att = a.attachment();
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
@@ -145,6 +148,11 @@ impl Plugin for Macvlan {
         Ok(())
     }
 }
+
+/// A bump allocator: this process lives for one CNI operation (see
+/// `nuage_core::alloc`).
+#[global_allocator]
+static ALLOC: nuage_core::alloc::Arena = nuage_core::alloc::Arena::new();
 
 fn main() {
     skel::run(&Macvlan)

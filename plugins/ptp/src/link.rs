@@ -18,7 +18,8 @@ use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::{ifconfig, sysctl, Error, Result, ResultExt};
+use nuage_core::sysctl::ConfDir;
+use nuage_core::{ifconfig, Error, Result, ResultExt};
 
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
@@ -55,7 +56,7 @@ pub fn create_veth(
     undo: &mut Undo,
 ) -> Result<(Link, Link)> {
     let mut attempt = 0;
-    let name = loop {
+    let (name, echoed) = loop {
         let name = netlink::random_name("veth");
         let spec = VethSpec {
             name: &name,
@@ -65,7 +66,7 @@ pub fn create_veth(
             ..Default::default()
         };
         match host.create_veth(&spec) {
-            Ok(()) => break name,
+            Ok(echoed) => break (name, echoed),
             // A random name taken on the host: try another (the container
             // name was checked free before).
             Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
@@ -74,9 +75,12 @@ pub fn create_veth(
             Err(e) => return Err(e),
         }
     };
-    let hv = host
-        .link_by_name(&name)?
-        .ok_or_else(|| Error::internal(format!("veth {name:?} vanished after creation")))?;
+    let hv = match echoed {
+        Some(l) => l,
+        None => host
+            .link_by_name(&name)?
+            .ok_or_else(|| Error::internal(format!("veth {name:?} vanished after creation")))?,
+    };
     let index = hv.index;
     // Deleting one end deletes both, and the routes through them.
     undo.push(format!("veth {name}"), move || {
@@ -84,14 +88,16 @@ pub fn create_veth(
             .del_link(index)
             .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
     });
-    for key in ["accept_ra", "accept_dad"] {
-        sysctl::write_if_present(&format!("net/ipv6/conf/{name}/{key}"), "0")?;
+    // Before the link comes up: the host end is a router port.
+    if let Some(v6) = ConfDir::open(true)? {
+        for key in ["accept_ra", "accept_dad"] {
+            v6.write_if_present(&name, key, "0")?;
+        }
     }
     host.set_up(index)?;
     let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
         Error::internal(format!("container veth {ifname:?} vanished after creation"))
     })?;
-    let hv = host.link_by_index(index)?.unwrap_or(hv);
     Ok((hv, cv))
 }
 
@@ -104,18 +110,20 @@ pub fn create_veth(
 pub fn configure_container(
     ctr: &mut Netlink,
     ns: &NetNs,
-    ifname: &str,
+    link: &Link,
     result: &CniResult,
 ) -> Result<()> {
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
         // No DAD on a link whose only other end is the host: a tentative
         // address could not be a route's `src` yet, and would delay ADD.
-        ns.run(|| sysctl::write_if_present(&format!("net/ipv6/conf/{ifname}/accept_dad"), "0"))??;
+        ns.run(|| -> Result<()> {
+            match ConfDir::open(true)? {
+                Some(v6) => v6.write_if_present(&link.name, "accept_dad", "0"),
+                None => Ok(()),
+            }
+        })??;
     }
-    ifconfig::configure_iface(ctr, ns, ifname, result)?;
-    let link = ctr
-        .link_by_name(ifname)?
-        .ok_or_else(|| Error::internal(format!("container veth {ifname:?} vanished")))?;
+    ifconfig::configure_link(ctr, ns, link, result, false)?;
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
         ctr.wait_not_tentative(link.index, &link.name)?;
     }

@@ -46,8 +46,8 @@ impl Plugin for Ptp {
         for ip in &ipam.ips {
             link::gateway(ip.address, ip.gateway)?;
         }
-        sysctl::enable_forwarding(&ipam.ips.iter().map(|ip| ip.address).collect::<Vec<_>>())
-            .context("Could not enable IP forwarding")?;
+        let addrs: Vec<_> = ipam.ips.iter().map(|ip| ip.address).collect();
+        sysctl::enable_forwarding(&mut host, &addrs).context("Could not enable IP forwarding")?;
 
         let (hv, cv) = link::create_veth(&mut host, &mut ctr, &ns, conf.mtu, &a.ifname, &mut undo)?;
         let mac = |m: Option<[u8; 6]>| m.map(|m| MacAddr(m).to_string()).unwrap_or_default();
@@ -73,7 +73,7 @@ impl Plugin for Ptp {
         for ip in &mut result.ips {
             ip.interface = Some(1);
         }
-        link::configure_container(&mut ctr, &ns, &a.ifname, &result)?;
+        link::configure_container(&mut ctr, &ns, &cv, &result)?;
         link::configure_host(&mut host, &hv, &result)?;
         if conf.ip_masq {
             let subnets: Vec<IpNetwork> = result
@@ -156,6 +156,11 @@ impl Plugin for Ptp {
         nuage_ipam::status(a)
     }
 }
+
+/// A bump allocator: this process lives for one CNI operation (see
+/// `nuage_core::alloc`).
+#[global_allocator]
+static ALLOC: nuage_core::alloc::Arena = nuage_core::alloc::Arena::new();
 
 fn main() {
     skel::run(&Ptp)
