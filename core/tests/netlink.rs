@@ -182,6 +182,7 @@ fn veth_with_peer_in_another_netns() {
         peer_netns: Some(&cont),
         up: false,
         controller: None,
+        queues: None,
     };
     let echoed = h.create_veth(&spec).unwrap();
 
@@ -379,7 +380,7 @@ fn veth_up_on_a_bridge_in_one_request() {
     let host = fresh_ns();
     let cont = fresh_ns();
     let (mut h, mut c) = (nl(&host), nl(&cont));
-    h.create_bridge("br0", None, None).unwrap();
+    h.create_bridge_without_snooping("br0", None, None).unwrap();
     let br = link(&mut h, "br0");
     let spec = VethSpec {
         name: "vethport",
@@ -387,20 +388,31 @@ fn veth_up_on_a_bridge_in_one_request() {
         peer_netns: Some(&cont),
         up: true,
         controller: Some(br.index),
+        queues: Some(1),
         ..Default::default()
     };
     let echoed = h.create_veth(&spec).unwrap();
     let hv = link(&mut h, "vethport");
     assert!(hv.flags_up && !hv.oper_up, "{hv:?}");
-    assert!(c.set_up_named("nosuch", &[]).unwrap().is_none());
+    assert_eq!(hv.queues, (1, 1));
+    assert_eq!(link(&mut c, "eth0").queues, (1, 1));
+    assert!(c.set_up_named("nosuch", &[], false).unwrap().is_none());
     let arp_notify = || sysctl::read_in(&cont, "net.ipv4.conf.eth0.arp_notify").unwrap();
     assert_eq!(arp_notify(), "0");
     let eth0 = c
-        .set_up_named("eth0", &[(Ipv4Conf::ArpNotify, 1)])
+        .set_up_named("eth0", &[(Ipv4Conf::ArpNotify, 1)], true)
         .unwrap()
         .unwrap();
     assert_eq!(eth0, link(&mut c, "eth0"));
     assert_eq!(arp_notify(), "1");
+    // Up without an IPv6 link-local address (addrgenmode none), IPv6 on;
+    // also once the kernel has seen the carrier (the host end is up).
+    assert!(c.addrs(Some(eth0.index)).unwrap().is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(link(&mut c, "eth0").oper_up);
+    assert_eq!(c.addrs(Some(eth0.index)).unwrap(), vec![]);
+    let v6 = || sysctl::read_in(&cont, "net.ipv6.conf.eth0.disable_ipv6").unwrap();
+    assert_eq!(v6(), "0");
     let hv = link(&mut h, "vethport");
     assert!(hv.flags_up && eth0.flags_up, "{hv:?} {eth0:?}");
     assert_eq!(hv.controller, Some(br.index));

@@ -37,15 +37,21 @@ impl Ipv4Conf {
 /// RTM_SETLINK: `{AF_INET: {IFLA_INET_CONF: {<id>: u32}...}}`. The kernel
 /// applies each nested value on its own, so the others stay as they are.
 pub(crate) fn ipv4_conf_attr(settings: &[(Ipv4Conf, u32)]) -> LinkAttribute {
+    LinkAttribute::AfSpecUnspec(vec![ipv4_conf(settings)])
+}
+
+/// The `AF_INET` part of [`ipv4_conf_attr`], to combine with other families.
+pub(crate) fn ipv4_conf(settings: &[(Ipv4Conf, u32)]) -> AfSpecUnspec {
     let mut conf = Vec::with_capacity(8 * settings.len());
     for (key, value) in settings {
         conf.extend_from_slice(&8u16.to_ne_bytes());
         conf.extend_from_slice(&key.id().to_ne_bytes());
         conf.extend_from_slice(&value.to_ne_bytes());
     }
-    LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::Other(
-        DefaultNla::new(IFLA_INET_CONF, conf),
-    )])])
+    AfSpecUnspec::Inet(vec![AfSpecInet::Other(DefaultNla::new(
+        IFLA_INET_CONF,
+        conf,
+    ))])
 }
 
 impl Netlink {

@@ -6,13 +6,13 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge,
-    MacVlanMode, State,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags,
+    LinkInfo, LinkMessage, LinkProtoInfoBridge, MacVlanMode, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use super::devconf::ipv4_conf_attr;
+use super::devconf::{ipv4_conf, ipv4_conf_attr};
 use super::{mac6, Ipv4Conf, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::Result;
@@ -48,6 +48,8 @@ pub struct Link {
     pub macvlan_mode: Option<u32>,
     /// Port settings, when this link is a bridge port.
     pub bridge_port: Option<BridgePort>,
+    /// Number of TX and RX queues (`IFLA_NUM_TX_QUEUES`, `IFLA_NUM_RX_QUEUES`).
+    pub queues: (u32, u32),
 }
 
 /// The settings of a bridge port.
@@ -72,6 +74,12 @@ pub struct VethSpec<'a> {
     pub up: bool,
     /// The bridge the host end joins, in the same request.
     pub controller: Option<u32>,
+    /// TX and RX queues of each end; `None`: the kernel's default, one per
+    /// possible CPU. Each queue is a sysfs directory the kernel creates
+    /// and registers with the link, so creation costs O(queues); without
+    /// XDP a veth uses none of them (it transmits locklessly, without a
+    /// qdisc, and receives through the per-CPU backlog).
+    pub queues: Option<u32>,
 }
 
 /// A VXLAN device to create.
@@ -182,21 +190,52 @@ impl Netlink {
         self.set_link(index, msg, |l| format!("set {l} up"))
     }
 
-    /// Sets the link named `name` up (and the IPv4 settings `ipv4`) and
-    /// returns it as the kernel announced it (`NLM_F_ECHO`, kernel >= 6.3),
-    /// or as a lookup finds it: one round trip instead of two on current
-    /// kernels. `None`: no such link.
+    /// Sets the link named `name` up (with the IPv4 settings `ipv4` and,
+    /// if `no_link_local`, without an IPv6 link-local address, both set
+    /// first) and returns it as the kernel announced it (`NLM_F_ECHO`,
+    /// kernel >= 6.3), or as a lookup finds it. `None`: no such link.
     ///
-    /// Equivalent to: `ip link set dev <name> up; sysctl -w
-    /// net.ipv4.conf.<name>.<key>=<value>...; ip link show dev <name>`
-    pub fn set_up_named(&mut self, name: &str, ipv4: &[(Ipv4Conf, u32)]) -> Result<Option<Link>> {
-        let mut msg = LinkMessage::default();
+    /// Equivalent to: `sysctl -w net.ipv4.conf.<name>.<key>=<value>...; ip
+    /// link set dev <name> [addrgenmode none] up; ip link show dev <name>`
+    pub fn set_up_named(
+        &mut self,
+        name: &str,
+        ipv4: &[(Ipv4Conf, u32)],
+        no_link_local: bool,
+    ) -> Result<Option<Link>> {
+        let named = || {
+            let mut msg = LinkMessage::default();
+            msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+            msg
+        };
+        let mut af = Vec::new();
+        if !ipv4.is_empty() {
+            af.push(ipv4_conf(ipv4));
+        }
+        if no_link_local {
+            af.push(AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )]));
+        }
+        if !af.is_empty() {
+            // Kernel quirk: one RTM_SETLINK applies the flags before
+            // IFLA_AF_SPEC, so the link would come up (and may get its
+            // link-local address) with the old settings: two requests.
+            let mut msg = named();
+            msg.attributes.push(LinkAttribute::AfSpecUnspec(af));
+            match self.sock.request(RouteNetlinkMessage::SetLink(msg), 0) {
+                Err(e) if e.errno == Some(libc::ENODEV) => return Ok(None),
+                Err(e) => {
+                    return Err(
+                        e.context(self.describe(format_args!("set IP settings of link {name:?}")))
+                    )
+                }
+                Ok(_) => {}
+            }
+        }
+        let mut msg = named();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        if !ipv4.is_empty() {
-            msg.attributes.push(ipv4_conf_attr(ipv4));
-        }
         match self
             .sock
             .request(RouteNetlinkMessage::SetLink(msg), NLM_F_ECHO)
@@ -378,11 +417,18 @@ impl Netlink {
     /// name and MAC, before it joined `controller`.
     ///
     /// Equivalent to: `ip link add <name> [mtu M] [address A] [up] [master
-    /// <controller>] type veth peer name <peer_name> [mtu M] [address A]
-    /// [netns <ns>]`
+    /// <controller>] [numtxqueues Q numrxqueues Q] type veth peer name
+    /// <peer_name> [mtu M] [address A] [netns <ns>] [numtxqueues Q numrxqueues Q]`
     pub fn create_veth(&mut self, spec: &VethSpec) -> Result<Option<Link>> {
+        let queues = |attrs: &mut Vec<LinkAttribute>| {
+            if let Some(q) = spec.queues {
+                attrs.push(LinkAttribute::NumTxQueues(q));
+                attrs.push(LinkAttribute::NumRxQueues(q));
+            }
+        };
         let mut peer = LinkMessage::default();
         peer.attributes = base_attrs(spec.peer_name, spec.mtu, spec.peer_mac);
+        queues(&mut peer.attributes);
         if let Some(ns) = spec.peer_netns {
             // The fd must stay open until the ACK: `spec` borrows the NetNs.
             peer.attributes
@@ -396,6 +442,7 @@ impl Netlink {
         }
         msg.attributes
             .extend(spec.controller.map(LinkAttribute::Controller));
+        queues(&mut msg.attributes);
         let replies = self
             .sock
             .request(
@@ -434,6 +481,28 @@ impl Netlink {
         mac: Option<[u8; 6]>,
     ) -> Result<()> {
         let msg = new_link(name, InfoKind::Bridge, None, mtu, mac);
+        self.create(msg, |_| format!("create bridge {name:?}"))
+    }
+
+    /// [`Netlink::create_bridge`] with multicast snooping off.
+    ///
+    /// Kernel behaviour: with snooping on, every port added or brought up
+    /// re-arms the multicast timers of *every* port of the bridge
+    /// (`br_port_state_selection`), whose expiries then run for each port:
+    /// O(ports) per container, O(ports^2) in all. Without a multicast
+    /// querier on the segment (a container bridge has none unless set up),
+    /// snooping floods multicast to every port anyway, so turning it off
+    /// changes no forwarding.
+    ///
+    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge mcast_snooping 0`
+    pub fn create_bridge_without_snooping(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        mac: Option<[u8; 6]>,
+    ) -> Result<()> {
+        let data = InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)]);
+        let msg = new_link(name, InfoKind::Bridge, Some(data), mtu, mac);
         self.create(msg, |_| format!("create bridge {name:?}"))
     }
 
@@ -600,6 +669,7 @@ impl Link {
             promisc: flags.contains(LinkFlags::Promisc),
             macvlan_mode: None,
             bridge_port: None,
+            queues: (0, 0),
         };
         for attr in msg.attributes {
             match attr {
@@ -611,6 +681,8 @@ impl Link {
                 LinkAttribute::IfAlias(a) => link.alias = Some(a),
                 LinkAttribute::Link(l) => link.link = Some(l),
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
+                LinkAttribute::NumTxQueues(q) => link.queues.0 = q,
+                LinkAttribute::NumRxQueues(q) => link.queues.1 = q,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

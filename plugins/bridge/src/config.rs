@@ -57,6 +57,12 @@ pub struct BridgeConf {
     pub disable_container_interface: bool,
     #[serde(default)]
     pub port_isolation: bool,
+    /// nuage: with `true`, the container interface keeps its IPv6
+    /// link-local address when IPAM gives IPv4 addresses only (the
+    /// reference's behaviour); by default it has none then (see
+    /// `link::container_up`).
+    #[serde(rename = "ipv6LinkLocal", default)]
+    pub ipv6_link_local: bool,
 }
 
 fn default_bridge() -> String {

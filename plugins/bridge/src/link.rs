@@ -86,9 +86,12 @@ pub fn has_pinned_mac(br: &Link) -> bool {
 }
 
 /// The bridge (`existing`, or created when missing and deleted again if the
-/// ADD fails), promiscuous if asked, `accept_ra=0`, up.
+/// ADD fails), promiscuous if asked, `accept_ra=0`, up. A bridge we create
+/// has a pinned MAC and multicast snooping off (its cost is O(ports) per
+/// container; see `Netlink::create_bridge_without_snooping`).
 ///
-/// Equivalent to: `ip link add <br> address <stable mac> [mtu M] type bridge; ip link set <br> up`
+/// Equivalent to: `ip link add <br> address <stable mac> [mtu M] type bridge
+/// mcast_snooping 0; ip link set <br> up`
 pub fn ensure_bridge(
     host: &mut Netlink,
     conf: &Conf,
@@ -101,7 +104,7 @@ pub fn ensure_bridge(
     let br = match existing {
         Some(l) => l,
         None => {
-            match host.create_bridge(name, mtu, Some(bridge_mac(name))) {
+            match host.create_bridge_without_snooping(name, mtu, Some(bridge_mac(name))) {
                 Ok(()) => {
                     log::info(format_args!("created bridge {name}"));
                     let owned = name.to_string();
@@ -150,29 +153,19 @@ fn del_unused_bridge(name: &str) -> Result<()> {
 }
 
 /// The veth pair, in one request: the container end (`ifname`, with the
-/// requested MAC and MTU) created directly in the container namespace, the
-/// host end (`veth<8 hex>`) up and a port of the bridge; then the host end
-/// gets `accept_ra=0` and the port flags, and the container end comes up
-/// (unless `disableContainerInterface`). Returns (host end, container end).
-///
-/// Both ends come up before the container's sysctls are set, as with the
-/// reference: the container's IPv6 link-local address then starts a normal
-/// DAD (delayed up to a second) instead of completing at once in the
-/// kernel's addrconf work, which holds the RTNL lock while its unsolicited
-/// neighbour advertisement and router solicitation flood every port of the
-/// bridge (O(ports), ~3 ms with 300 ports), stalling this ADD's next
-/// netlink requests.
-#[allow(clippy::too_many_arguments)]
+/// requested MAC and MTU, down) created directly in the container
+/// namespace, the host end (`veth<8 hex>`) up and a port of the bridge; then
+/// the host end gets `accept_ra=0`, IPv6 off and the port flags. Returns
+/// the host end; [`container_up`] brings the container end up.
 pub fn create_veth(
     host: &mut Netlink,
-    ctr: &mut Netlink,
     ns: &NetNs,
     conf: &Conf,
     br: &Link,
     ifname: &str,
     v6: Option<&ConfDir>,
     undo: &mut Undo,
-) -> Result<(Link, Link)> {
+) -> Result<Link> {
     let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
     let mut attempt = 0;
     let (host_name, echoed) = loop {
@@ -186,6 +179,8 @@ pub fn create_veth(
             peer_netns: Some(ns),
             up: true,
             controller: Some(br.index),
+            // One queue per end instead of one per CPU: see `VethSpec`.
+            queues: Some(1),
         };
         match host.create_veth(&spec) {
             Ok(echoed) => break (name, echoed),
@@ -213,8 +208,15 @@ pub fn create_veth(
         })?,
     };
     hv.controller = Some(br.index);
+    // Before the container end comes up (no carrier until then, so no IPv6
+    // on the port yet): no router advertisements (CVE-2020-10749), and no
+    // IPv6 at all on the port. A bridge port's own addresses are never
+    // reached (the bridge takes every frame), and each port's link-local
+    // and multicast routes sit in one FIB node shared by all ports: adding
+    // them walks the siblings and the FIB, O(ports) per container.
     if let Some(v6) = v6 {
         v6.write_if_present(&host_name, "accept_ra", "0")?;
+        v6.write_if_present(&host_name, "disable_ipv6", "1")?;
     }
     if conf.br.hairpin_mode || conf.br.port_isolation {
         host.set_bridge_port(
@@ -223,22 +225,32 @@ pub fn create_veth(
             Some(conf.br.port_isolation),
         )?;
     }
-    // With IPAM (L3), gratuitous ARP on address changes (`arp_notify`),
-    // set with the link up.
-    let arp_notify: &[_] = if conf.ipam {
-        &[(Ipv4Conf::ArpNotify, 1)]
-    } else {
-        &[]
-    };
+    Ok(hv)
+}
+
+/// The container end of the veth, up (unless `disableContainerInterface`),
+/// with `arp_notify` when there is IPAM (L3). With `v4_only` (IPAM gave
+/// IPv4 addresses only) and unless `ipv6LinkLocal` is set, it comes up
+/// without an IPv6 link-local address: nothing on the network uses one,
+/// and a container's link-local address makes it send multicast (DAD
+/// probe, router solicitations, MLD reports) that the bridge floods to
+/// every port, O(ports) per container, O(ports^2) in all; on a bridge with
+/// 1000 ports that flooding is most of the cost of a new container.
+///
+/// Equivalent to: `ip -n <ns> link set <ifname> [addrgenmode none] up`
+pub fn container_up(ctr: &mut Netlink, conf: &Conf, ifname: &str, v4_only: bool) -> Result<Link> {
     let cv = if conf.br.disable_container_interface {
         ctr.link_by_name(ifname)?
     } else {
-        ctr.set_up_named(ifname, arp_notify)?
+        let arp_notify: &[_] = if conf.ipam {
+            &[(Ipv4Conf::ArpNotify, 1)]
+        } else {
+            &[]
+        };
+        let no_link_local = v4_only && !conf.br.ipv6_link_local;
+        ctr.set_up_named(ifname, arp_notify, no_link_local)?
     };
-    let cv = cv.ok_or_else(|| {
-        Error::internal(format!("container veth {ifname:?} vanished after creation"))
-    })?;
-    Ok((hv, cv))
+    cv.ok_or_else(|| Error::internal(format!("container veth {ifname:?} vanished after creation")))
 }
 
 /// The container's DAD settings. With `enabledad`: DAD on, enhanced

@@ -42,9 +42,8 @@ impl Plugin for Bridge {
         // The host's IPv6 per-interface sysctls (None: IPv6 disabled).
         let v6 = sysctl::ConfDir::open(true)?;
         let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
-        let (host_veth, ctr_veth) = link::create_veth(
+        let host_veth = link::create_veth(
             &mut host,
-            &mut ctr,
             &ns,
             &conf,
             &br,
@@ -57,10 +56,11 @@ impl Plugin for Bridge {
             interfaces: vec![
                 iface(&br.name, br.mac, ""),
                 iface(&host_veth.name, host_veth.mac, ""),
-                iface(&a.ifname, ctr_veth.mac, a.netns.as_deref().unwrap_or("")),
+                iface(&a.ifname, None, a.netns.as_deref().unwrap_or("")),
             ],
             ..Default::default()
         };
+        let ctr_veth;
         if conf.ipam {
             let ipam = nuage_ipam::add(a)?;
             undo.push("IPAM lease", || nuage_ipam::del(a));
@@ -73,6 +73,8 @@ impl Plugin for Bridge {
             gateways(&conf, &mut result);
 
             link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
+            let v4_only = result.ips.iter().all(|ip| ip.address.is_ipv4());
+            ctr_veth = link::container_up(&mut ctr, &conf, &a.ifname, v4_only)?;
             ifconfig::configure_link(&mut ctr, &ns, &ctr_veth, &result, !conf.br.enable_dad)?;
             if conf.br.is_gateway {
                 let gws: Vec<IpNetwork> = result
@@ -91,7 +93,10 @@ impl Plugin for Bridge {
                     }
                 }
             }
+        } else {
+            ctr_veth = link::container_up(&mut ctr, &conf, &a.ifname, false)?;
         }
+        result.interfaces[2].mac = mac_string(ctr_veth.mac);
         // Masquerade and spoof check in one nftables transaction.
         let subnets: Vec<IpNetwork> = result.ips.iter().map(|ip| network_of(ip.address)).collect();
         let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();

@@ -55,15 +55,57 @@ fn containers_on_one_bridge_reach_each_other_and_the_gateway() {
 
     // The bridge MAC is pinned (nuage sets it at creation): adding ports
     // does not change it, so both results and the kernel agree.
-    let br_mac = host_link(&host, "br-ping")["address"].clone();
+    let br = host_link(&host, "br-ping");
+    let br_mac = br["address"].clone();
     assert_eq!(r1["interfaces"][0]["mac"], br_mac);
     assert_eq!(r2["interfaces"][0]["mac"], br_mac);
+    // Multicast snooping is off on the bridges nuage creates (no querier
+    // here, so forwarding is the same; the pings above went through).
+    assert_eq!(br["linkinfo"]["info_data"]["mcast_snooping"], 0, "{br}");
 
     // After DEL, c1 is gone: c2 no longer reaches it, still the gateway.
     del(&host, Some(c1.path_str()), "c1", &c);
     assert!(reaches(&c2, "10.10.0.1"), "c2 -> gateway after c1's DEL");
     assert!(unreachable(&c2, &ip1), "c1 must be gone after its DEL");
     assert_eq!(ports_of(&host, "br-ping"), [host_veth(&r2)]);
+}
+
+#[test]
+fn ipv4_only_containers_have_no_ipv6_link_local_unless_asked() {
+    // No link-local address, so no DAD probe, router solicitation or MLD
+    // report flooded to every port of the bridge per new container.
+    let host = setup("br-ll");
+    let conf = |extra: Value| {
+        net(
+            &host,
+            "1.0.0",
+            "llnet",
+            "br-ll",
+            Some("10.11.0.0/24"),
+            extra,
+        )
+    };
+    let (c1, c2) = (host.container("l1"), host.container("l2"));
+    let r1 = add(&host, &c1, "l1", &conf(json!({"isGateway": true})));
+    let r2 = add(
+        &host,
+        &c2,
+        "l2",
+        &conf(json!({"isGateway": true, "ipv6LinkLocal": true})),
+    );
+    assert_eq!(c1.addr_cidrs("eth0"), [format!("{}/24", ip_of(&r1, 0))]);
+    assert!(
+        c2.addr_cidrs("eth0").iter().any(|a| a.starts_with("fe80:")),
+        "{:?}",
+        c2.addr_cidrs("eth0")
+    );
+    // IPv6 itself stays on: the container may still configure addresses.
+    assert_eq!(
+        c1.exec_ok("cat", &["/proc/sys/net/ipv6/conf/eth0/disable_ipv6"])
+            .trim(),
+        "0"
+    );
+    assert!(reaches(&c1, &ip_of(&r2, 0)) && reaches(&c2, &ip_of(&r1, 0)));
 }
 
 /// Adds nft counters in `ns` (hook prerouting, before any routing
@@ -445,4 +487,17 @@ fn dual_stack_default_gateway_gives_both_default_routes() {
     assert!(reaches(&c1, &ip_of(&r2, 1)), "c1 -> c2 over IPv6");
     assert!(reaches(&c2, "fd00:80::1"), "c2 -> IPv6 gateway");
     assert!(reaches(&c2, "10.80.0.1"));
+    // With IPv6 addresses, the container keeps its link-local address.
+    assert!(c1.addr_cidrs("eth0").iter().any(|a| a.starts_with("fe80:")));
+    // ... while the bridge ports themselves have no IPv6 (nuage turns it
+    // off on the host ends: they are never addressed), but accept_ra=0.
+    for r in [&r1, &r2] {
+        let veth = host_veth(r);
+        let sys = |k: &str| host.sysctl(host.netns(), &format!("net/ipv6/conf/{veth}/{k}"));
+        assert_eq!(
+            (sys("disable_ipv6"), sys("accept_ra")),
+            ("1".into(), "0".into())
+        );
+        assert_eq!(host.netns().addr_cidrs(&veth), Vec::<String>::new());
+    }
 }

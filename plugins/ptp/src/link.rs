@@ -41,12 +41,14 @@ pub fn check_free(ctr: &mut Netlink, ns: &NetNs, ifname: &str) -> Result<()> {
 }
 
 /// The veth pair: the container end (`ifname`) is created directly in the
-/// container namespace, the host end (`veth<8 hex>`) gets `accept_ra=0` and
-/// no DAD (its gateway addresses are the host's), and goes up.
-/// Returns (host end, container end).
+/// container namespace, the host end (`veth<8 hex>`) up; the host end gets
+/// `accept_ra=0` and no DAD (its gateway addresses are the host's). Returns
+/// (host end, container end).
 ///
-/// Equivalent to: `ip link add veth<8hex> [mtu M] type veth peer name <ifname>
-/// netns <ns>; ip link set veth<8hex> up`
+/// Equivalent to: `ip link add veth<8hex> [mtu M] up numtxqueues 1
+/// numrxqueues 1 type veth peer name <ifname> netns <ns> numtxqueues 1
+/// numrxqueues 1; sysctl -w net.ipv6.conf.veth<8hex>.accept_ra=0
+/// net.ipv6.conf.veth<8hex>.accept_dad=0`
 pub fn create_veth(
     host: &mut Netlink,
     ctr: &mut Netlink,
@@ -63,6 +65,9 @@ pub fn create_veth(
             peer_name: ifname,
             mtu,
             peer_netns: Some(ns),
+            up: true,
+            // One queue per end instead of one per CPU: see `VethSpec`.
+            queues: Some(1),
             ..Default::default()
         };
         match host.create_veth(&spec) {
@@ -88,13 +93,16 @@ pub fn create_veth(
             .del_link(index)
             .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
     });
-    // Before the link comes up: the host end is a router port.
+    // The host end is a router port: no router advertisements, set before
+    // the container end comes up (until then nothing can reach the host end).
     if let Some(v6) = ConfDir::open(true)? {
         for key in ["accept_ra", "accept_dad"] {
             v6.write_if_present(&name, key, "0")?;
         }
     }
-    host.set_up(index)?;
+    // The container end comes up with its addresses (`configure_container`):
+    // with IPv6, after `accept_dad=0`, so its link-local address is not
+    // tentative for a second (the routes wait for every address).
     let cv = ctr.link_by_name(ifname)?.ok_or_else(|| {
         Error::internal(format!("container veth {ifname:?} vanished after creation"))
     })?;
