@@ -47,6 +47,13 @@ fn ipam_type(a: &CmdArgs) -> Result<&str> {
     }
 }
 
+/// Whether `ipam.type` runs in this process (`host-local`, `static`) rather
+/// than as a plugin from `CNI_PATH`. `false` for a broken config (the
+/// verbs report the error).
+pub fn in_process(a: &CmdArgs) -> bool {
+    matches!(ipam_type(a), Ok("host-local" | "static"))
+}
+
 /// IPAM ADD: the abbreviated IPAM result (no interfaces, no interface index).
 pub fn add(a: &CmdArgs) -> Result<CniResult> {
     match ipam_type(a)? {

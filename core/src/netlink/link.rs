@@ -190,10 +190,10 @@ impl Netlink {
         self.set_link(index, msg, |l| format!("set {l} up"))
     }
 
-    /// Sets the link named `name` up (with the IPv4 settings `ipv4` and,
-    /// if `no_link_local`, without an IPv6 link-local address, both set
-    /// first) and returns it as the kernel announced it (`NLM_F_ECHO`,
-    /// kernel >= 6.3), or as a lookup finds it. `None`: no such link.
+    /// Sets the link named `name` up, with the IPv4 settings `ipv4` (in the
+    /// same request: they do not depend on the order) and, if
+    /// `no_link_local`, without an IPv6 link-local address (set first), and
+    /// returns it. `None`: no such link.
     ///
     /// Equivalent to: `sysctl -w net.ipv4.conf.<name>.<key>=<value>...; ip
     /// link set dev <name> [addrgenmode none] up; ip link show dev <name>`
@@ -208,19 +208,15 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::IfName(name.to_string()));
             msg
         };
-        let mut af = Vec::new();
-        if !ipv4.is_empty() {
-            af.push(ipv4_conf(ipv4));
-        }
+        let mut ipv4_af = (!ipv4.is_empty()).then(|| ipv4_conf(ipv4));
         if no_link_local {
-            af.push(AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-                In6AddrGenMode::None,
-            )]));
-        }
-        if !af.is_empty() {
             // Kernel quirk: one RTM_SETLINK applies the flags before
             // IFLA_AF_SPEC, so the link would come up (and may get its
-            // link-local address) with the old settings: two requests.
+            // link-local address) with the old mode: a request of its own.
+            let mut af = vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+                In6AddrGenMode::None,
+            )])];
+            af.extend(ipv4_af.take());
             let mut msg = named();
             msg.attributes.push(LinkAttribute::AfSpecUnspec(af));
             match self.sock.request(RouteNetlinkMessage::SetLink(msg), 0) {
@@ -236,22 +232,11 @@ impl Netlink {
         let mut msg = named();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        match self
-            .sock
-            .request(RouteNetlinkMessage::SetLink(msg), NLM_F_ECHO)
-        {
-            Ok(replies) => {
-                let echoed = replies.into_iter().find_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(l) => {
-                        Some(Link::from_msg(l)).filter(|l| l.name == name)
-                    }
-                    _ => None,
-                });
-                match echoed {
-                    Some(l) if l.flags_up => Ok(Some(l)),
-                    _ => self.link_by_name(name),
-                }
-            }
+        if let Some(af) = ipv4_af {
+            msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![af]));
+        }
+        match self.sock.request(RouteNetlinkMessage::SetLink(msg), 0) {
+            Ok(_) => self.link_by_name(name),
             Err(e) if e.errno == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e.context(self.describe(format_args!("set link {name:?} up")))),
         }

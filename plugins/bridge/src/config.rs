@@ -57,12 +57,15 @@ pub struct BridgeConf {
     pub disable_container_interface: bool,
     #[serde(default)]
     pub port_isolation: bool,
-    /// nuage: with `true`, the container interface keeps its IPv6
-    /// link-local address when IPAM gives IPv4 addresses only (the
-    /// reference's behaviour); by default it has none then (see
-    /// `link::container_up`).
-    #[serde(rename = "ipv6LinkLocal", default)]
+    /// nuage: with `false`, the container interface has no IPv6 link-local
+    /// address when IPAM gives IPv4 addresses only (see
+    /// `link::container_up`); by default it has one, as with the reference.
+    #[serde(rename = "ipv6LinkLocal", default = "yes")]
     pub ipv6_link_local: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_bridge() -> String {

@@ -39,6 +39,15 @@ impl Plugin for Bridge {
         }
 
         let mut undo = Undo::new();
+        // In-process IPAM (host-local, static) first: an exhausted range
+        // fails before any link exists, and the container interface can
+        // come up knowing its address families. An IPAM plugin run from
+        // CNI_PATH (dhcp...) runs once the interface is up, as with the
+        // reference.
+        let mut ipam = None;
+        if conf.ipam && nuage_ipam::in_process(a) {
+            ipam = Some(run_ipam(a, &mut undo)?);
+        }
         // The host's IPv6 per-interface sysctls (None: IPv6 disabled).
         let v6 = sysctl::ConfDir::open(true)?;
         let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
@@ -51,30 +60,30 @@ impl Plugin for Bridge {
             v6.as_ref(),
             &mut undo,
         )?;
+        if conf.ipam {
+            link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
+        }
+        let v4_only = ipam
+            .as_ref()
+            .is_some_and(|r| r.ips.iter().all(|ip| ip.address.is_ipv4()));
+        let ctr_veth = link::container_up(&mut ctr, &conf, &a.ifname, v4_only)?;
+        if conf.ipam && ipam.is_none() {
+            ipam = Some(run_ipam(a, &mut undo)?);
+        }
         let mut result = CniResult {
             cni_version: a.conf.cni_version.clone(),
             interfaces: vec![
                 iface(&br.name, br.mac, ""),
                 iface(&host_veth.name, host_veth.mac, ""),
-                iface(&a.ifname, None, a.netns.as_deref().unwrap_or("")),
+                iface(&a.ifname, ctr_veth.mac, a.netns.as_deref().unwrap_or("")),
             ],
             ..Default::default()
         };
-        let ctr_veth;
-        if conf.ipam {
-            let ipam = nuage_ipam::add(a)?;
-            undo.push("IPAM lease", || nuage_ipam::del(a));
-            if ipam.ips.is_empty() {
-                return Err(Error::internal("IPAM plugin returned missing IP config"));
-            }
+        if let Some(ipam) = ipam {
             result.ips = ipam.ips;
             result.routes = ipam.routes;
             result.dns = ipam.dns;
             gateways(&conf, &mut result);
-
-            link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
-            let v4_only = result.ips.iter().all(|ip| ip.address.is_ipv4());
-            ctr_veth = link::container_up(&mut ctr, &conf, &a.ifname, v4_only)?;
             ifconfig::configure_link(&mut ctr, &ns, &ctr_veth, &result, !conf.br.enable_dad)?;
             if conf.br.is_gateway {
                 let gws: Vec<IpNetwork> = result
@@ -93,10 +102,7 @@ impl Plugin for Bridge {
                     }
                 }
             }
-        } else {
-            ctr_veth = link::container_up(&mut ctr, &conf, &a.ifname, false)?;
         }
-        result.interfaces[2].mac = mac_string(ctr_veth.mac);
         // Masquerade and spoof check in one nftables transaction.
         let subnets: Vec<IpNetwork> = result.ips.iter().map(|ip| network_of(ip.address)).collect();
         let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
@@ -278,6 +284,16 @@ impl Plugin for Bridge {
         }
         Ok(())
     }
+}
+
+/// IPAM ADD, its lease released by `undo` if the ADD fails later.
+fn run_ipam<'a>(a: &'a CmdArgs, undo: &mut Undo<'a>) -> Result<CniResult> {
+    let r = nuage_ipam::add(a)?;
+    undo.push("IPAM lease", || nuage_ipam::del(a));
+    if r.ips.is_empty() {
+        return Err(Error::internal("IPAM plugin returned missing IP config"));
+    }
+    Ok(r)
 }
 
 fn mac_string(mac: Option<[u8; 6]>) -> String {
