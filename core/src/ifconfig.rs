@@ -64,20 +64,18 @@ pub fn configure_link(
         }
         // IPv6 may be disabled in a fresh namespace; addresses on a link
         // that goes down must stay (keep_addr_on_down).
-        let in_ns = |e: Error| {
-            let mut e = e.context("enable IPv6");
-            e.msg = format!("{} (in netns {})", e.msg, ns.path().display());
-            e
-        };
-        ns.run(|| -> Result<()> {
-            let conf = sysctl::ConfDir::open(true)?.ok_or_else(|| {
-                Error::internal("IPv6 is disabled on this kernel (ipv6.disable=1)")
-            })?;
+        sysctl::conf_in(ns, true, |conf| {
             conf.write(ifname, "disable_ipv6", "0")?;
             conf.write("lo", "disable_ipv6", "0")?;
             conf.write(ifname, "keep_addr_on_down", "1")
-        })?
-        .map_err(in_ns)?;
+        })
+        .context("enable IPv6")?
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "enable IPv6: IPv6 is disabled on this kernel (ipv6.disable=1) (in netns {})",
+                ns.path().display()
+            ))
+        })?;
     }
     for ip in &ips {
         nl.add_addr_with(link.index, ip.address, nodad)

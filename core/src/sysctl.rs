@@ -14,7 +14,7 @@
 //! walk to `net/ipv{4,6}/conf`, then short relative opens.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
@@ -181,17 +181,6 @@ impl ConfDir {
         Ok(File::from(fd))
     }
 
-    /// `net.ipv{4,6}.conf.<ifname>.<key>`, without the trailing newline.
-    ///
-    /// Equivalent to: `sysctl -n net.ipv{4,6}.conf.<ifname>.<key>`
-    pub fn read(&self, ifname: &str, key: &str) -> Result<String> {
-        let mut s = String::new();
-        self.open_key(ifname, key, false)?
-            .read_to_string(&mut s)
-            .map_err(|e| Error::os(format_args!("sysctl: read {}/{ifname}/{key}", self.path), e))?;
-        Ok(s.trim_end_matches('\n').to_string())
-    }
-
     /// Sets `net.ipv{4,6}.conf.<ifname>.<key>` (one write(2)).
     ///
     /// Equivalent to: `sysctl -w net.ipv{4,6}.conf.<ifname>.<key>=<value>`
@@ -214,6 +203,20 @@ impl ConfDir {
             r => r,
         }
     }
+}
+
+/// Runs `f` on the IPv4 or IPv6 [`ConfDir`] of `ns`, inside `ns` (see the
+/// quirk on [`ConfDir`]); `None` when that directory does not exist (IPv6
+/// disabled on the kernel command line). Errors name `ns`.
+///
+/// Equivalent to: `ip netns exec <ns> sysctl -w net.ipv{4,6}.conf.<ifname>.<key>=<value>...`
+pub fn conf_in<T>(
+    ns: &NetNs,
+    v6: bool,
+    f: impl FnOnce(&ConfDir) -> Result<T>,
+) -> Result<Option<T>> {
+    ns.run(|| ConfDir::open(v6)?.map(|dir| f(&dir)).transpose())?
+        .map_err(|e| in_netns(e, ns))
 }
 
 /// Reads a sysctl of `ns`.

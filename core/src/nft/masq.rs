@@ -344,7 +344,7 @@ pub fn del(network: &str, ips: &[IpAddr]) -> Result<()> {
         "delete masquerade of {} (network {network:?}) from maps inet {TABLE} {MAP4}/{MAP6}",
         list_ips(ips)
     );
-    nfnl::delete_mixed(&dels(ips), &op)
+    nfnl::delete(&dels(ips), &op)
 }
 
 /// The map elements of `ips`, for a deletion.

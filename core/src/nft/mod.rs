@@ -180,7 +180,7 @@ pub fn del(network: &str, ips: &[IpAddr], spoof: Option<(&str, &[[u8; 6]])>) -> 
         dels.extend(spoofchk::dels(port, macs)?);
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
-    nfnl::delete_mixed(&dels, &op)
+    nfnl::delete(&dels, &op)
 }
 
 /// The comment of an element added for `att` on `network`:

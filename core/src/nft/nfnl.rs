@@ -664,8 +664,14 @@ fn is_enoent(e: &Error) -> bool {
     e.errno == Some(libc::ENOENT)
 }
 
-/// Deletes the elements `dels` (set, key) of table `<family> nuage`, in one
-/// batch. Idempotent: a missing element, set or table is success.
+/// An element to delete: table `<family> nuage`, set, key.
+pub(crate) type Del = (NfFamily, &'static str, Key);
+
+/// Deletes the elements `dels` (family, set, key) of our tables, in one
+/// batch: one socket, so the kernel's wait for its cleanup work when the
+/// socket closes (an RCU grace period, ~15 ms here, after a transaction
+/// that freed something) is paid once. Idempotent: a missing element, set
+/// or table is success.
 ///
 /// Equivalent to `nft destroy element <family> nuage <set> { <key> }` for
 /// each (kernel >= 6.3, nft >= 1.0.8), in one transaction: `destroy`
@@ -674,22 +680,7 @@ fn is_enoent(e: &Error) -> bool {
 /// ENOENT ignored. A kernel without `destroy` (EINVAL or EOPNOTSUPP) gets
 /// `delete element` instead, and on ENOENT one element at a time, ENOENT
 /// ignored.
-pub(crate) fn delete(family: NfFamily, dels: &[(&'static str, Key)], op: &str) -> Result<()> {
-    let dels: Vec<Del> = dels
-        .iter()
-        .map(|(set, key)| (family, *set, key.clone()))
-        .collect();
-    delete_mixed(&dels, op)
-}
-
-/// An element to delete: table `<family> nuage`, set, key.
-pub(crate) type Del = (NfFamily, &'static str, Key);
-
-/// [`delete`] of elements of both our tables, in one batch: one socket, so
-/// the kernel's wait for its cleanup work when the socket closes (an RCU
-/// grace period, ~15 ms here, after a transaction that freed something)
-/// is paid once.
-pub(crate) fn delete_mixed(dels: &[Del], op: &str) -> Result<()> {
+pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
     if dels.is_empty() {
         return Ok(());
     }

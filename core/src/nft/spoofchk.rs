@@ -252,18 +252,15 @@ pub(crate) fn add_full(
 pub fn del(host_ifname: &str, mac: Option<[u8; 6]>) -> Result<()> {
     check_ifname(host_ifname)?;
     let op = format!("delete MAC spoof check of port {host_ifname} from table bridge {TABLE}");
-    let mut dels = vec![(PORTS, Key::ifname(host_ifname))];
-    match mac {
-        Some(mac) => dels.push((ALLOWED, Key::ifname_ether(host_ifname, mac))),
-        None => {
-            let macs = list()?
-                .into_iter()
-                .filter(|e| e.host_ifname == host_ifname)
-                .filter_map(|e| e.mac);
-            dels.extend(macs.map(|mac| (ALLOWED, Key::ifname_ether(host_ifname, mac))));
-        }
-    }
-    nfnl::delete(FAMILY, &dels, &op)
+    let macs: Vec<[u8; 6]> = match mac {
+        Some(mac) => vec![mac],
+        None => list()?
+            .into_iter()
+            .filter(|e| e.host_ifname == host_ifname)
+            .filter_map(|e| e.mac)
+            .collect(),
+    };
+    nfnl::delete(&dels(host_ifname, &macs)?, &op)
 }
 
 /// The set elements of port `host_ifname` with each of `macs`, for a

@@ -10,7 +10,7 @@ use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::sysctl::ConfDir;
+use nuage_core::sysctl::{self, ConfDir};
 use nuage_core::{log, Error, Result, ResultExt};
 use sha2::{Digest, Sha256};
 
@@ -270,17 +270,15 @@ pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, hairpin: bo
     if !enable_dad && !hairpin {
         return Ok(());
     }
-    ns.run(|| -> Result<()> {
-        let Some(v6) = ConfDir::open(true)? else {
-            return Ok(());
-        };
+    sysctl::conf_in(ns, true, |v6| {
         if enable_dad {
             v6.write_if_present(ifname, "accept_dad", "1")?;
             v6.write_if_present(ifname, "enhanced_dad", "1")
         } else {
             v6.write_if_present(ifname, "accept_dad", "0")
         }
-    })?
+    })
+    .map(drop)
 }
 
 /// The gateway addresses on the bridge. An IPv4 bridge already holding

@@ -196,35 +196,26 @@ impl Plugin for Bridge {
         ips.sort();
         ips.dedup();
         // Firewall entries go before the addresses return to IPAM: a
-        // released address may be handed to a new container at once.
-        let masq_known = !conf.br.ip_masq || !ips.is_empty();
-        let spoof_known = !conf.br.macspoofchk || (port.is_some() && !macs.is_empty());
-        if (conf.br.ip_masq || conf.br.macspoofchk) && masq_known && spoof_known {
-            // The common case: everything known, one transaction.
-            let macs: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
-            let spoof = port
-                .as_deref()
-                .filter(|_| conf.br.macspoofchk)
-                .map(|p| (p, &macs[..]));
-            let ips = if conf.br.ip_masq { &ips[..] } else { &[] };
-            errs.collect(nft::del(net, ips, spoof));
-        } else {
-            if conf.br.ip_masq {
-                errs.collect(if ips.is_empty() {
-                    nft::masq::del_attachment(net, &att)
-                } else {
-                    nft::masq::del(net, &ips)
-                });
-            }
-            if conf.br.macspoofchk {
-                errs.collect(match &port {
-                    Some(p) if !macs.is_empty() => macs
-                        .iter()
-                        .try_for_each(|m| nft::spoofchk::del(p, Some(m.0))),
-                    Some(p) => nft::spoofchk::del(p, None),
-                    None => nft::spoofchk::del_attachment(net, &att),
-                });
-            }
+        // released address may be handed to a new container at once. What
+        // is known goes in one transaction; what is not is found by the
+        // element comments (a listing).
+        let masq_ips: &[IpAddr] = if conf.br.ip_masq { &ips } else { &[] };
+        let macs: Vec<[u8; 6]> = macs.iter().map(|m| m.0).collect();
+        let spoof = port
+            .as_deref()
+            .filter(|_| conf.br.macspoofchk && !macs.is_empty())
+            .map(|p| (p, &macs[..]));
+        if !masq_ips.is_empty() || spoof.is_some() {
+            errs.collect(nft::del(net, masq_ips, spoof));
+        }
+        if conf.br.ip_masq && ips.is_empty() {
+            errs.collect(nft::masq::del_attachment(net, &att));
+        }
+        if conf.br.macspoofchk && spoof.is_none() {
+            errs.collect(match &port {
+                Some(p) => nft::spoofchk::del(p, None),
+                None => nft::spoofchk::del_attachment(net, &att),
+            });
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));

@@ -4,7 +4,7 @@ use nuage_core::netlink::{self, Ipv4Conf, Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::sysctl::ConfDir;
+use nuage_core::sysctl;
 use nuage_core::{Error, Result, ResultExt};
 
 use crate::config::Conf;
@@ -114,12 +114,7 @@ pub fn setup(
 ///
 /// Equivalent to: `ip netns exec <ns> sysctl -w net.ipv6.conf.<ifname>.ndisc_notify=1`
 pub fn ndisc_notify(ns: &NetNs, ifname: &str) {
-    let _ = ns.run(|| -> Result<()> {
-        match ConfDir::open(true)? {
-            Some(v6) => v6.write(ifname, "ndisc_notify", "1"),
-            None => Ok(()),
-        }
-    });
+    let _ = sysctl::conf_in(ns, true, |v6| v6.write(ifname, "ndisc_notify", "1"));
 }
 
 /// Deletes link `index` of `ns`, if it is still there.

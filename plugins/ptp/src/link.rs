@@ -18,7 +18,7 @@ use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
-use nuage_core::sysctl::ConfDir;
+use nuage_core::sysctl::{self, ConfDir};
 use nuage_core::{ifconfig, Error, Result, ResultExt};
 
 const RT_SCOPE_UNIVERSE: u8 = 0;
@@ -124,12 +124,9 @@ pub fn configure_container(
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
         // No DAD on a link whose only other end is the host: a tentative
         // address could not be a route's `src` yet, and would delay ADD.
-        ns.run(|| -> Result<()> {
-            match ConfDir::open(true)? {
-                Some(v6) => v6.write_if_present(&link.name, "accept_dad", "0"),
-                None => Ok(()),
-            }
-        })??;
+        sysctl::conf_in(ns, true, |v6| {
+            v6.write_if_present(&link.name, "accept_dad", "0")
+        })?;
     }
     ifconfig::configure_link(ctr, ns, link, result, false)?;
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
