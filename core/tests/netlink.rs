@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 use nix::sched::{unshare, CloneFlags};
 use nuage_core::netlink::{
-    BridgePort, IpFamily, Ipv4Conf, Link, MacAddr, MacvlanMode, Netlink, RouteSpec, VethSpec,
-    VxlanSpec,
+    BridgePort, BridgeSpec, IpFamily, Ipv4Conf, Link, MacAddr, MacvlanMode, Netlink, RouteSpec,
+    VethSpec, VxlanSpec,
 };
 use nuage_core::netns::NetNs;
 use nuage_core::{sysctl, Code, Error};
@@ -51,6 +51,13 @@ fn ip(s: &str) -> IpAddr {
 
 fn mac(s: &str) -> [u8; 6] {
     s.parse::<MacAddr>().unwrap().0
+}
+
+fn bridge(name: &str) -> BridgeSpec<'_> {
+    BridgeSpec {
+        name,
+        ..Default::default()
+    }
 }
 
 fn link(nl: &mut Netlink, name: &str) -> Link {
@@ -282,12 +289,17 @@ fn bridge_ports_and_hairpin() {
     require_root!();
     let ns = fresh_ns();
     let mut n = nl(&ns);
-    n.create_bridge("br0", Some(1450), Some(mac("02:00:00:00:0b:01")))
-        .unwrap();
+    n.create_bridge(&BridgeSpec {
+        name: "br0",
+        mtu: Some(1450),
+        mac: Some(mac("02:00:00:00:0b:01")),
+        ..Default::default()
+    })
+    .unwrap();
     let br = link(&mut n, "br0");
     assert_eq!(br.kind.as_deref(), Some("bridge"));
     assert_eq!(br.mac, Some(mac("02:00:00:00:0b:01")));
-    let e = n.create_bridge("br0", None, None).unwrap_err();
+    let e = n.create_bridge(&bridge("br0")).unwrap_err();
     assert!(
         e.is_exists() && e.msg.contains("create bridge \"br0\""),
         "{e}"
@@ -380,7 +392,11 @@ fn veth_up_on_a_bridge_in_one_request() {
     let host = fresh_ns();
     let cont = fresh_ns();
     let (mut h, mut c) = (nl(&host), nl(&cont));
-    h.create_bridge_without_snooping("br0", None, None).unwrap();
+    h.create_bridge(&BridgeSpec {
+        no_snooping: true,
+        ..bridge("br0")
+    })
+    .unwrap();
     let br = link(&mut h, "br0");
     let spec = VethSpec {
         name: "vethport",

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use ipnetwork::IpNetwork;
 use nix::sched::{unshare, CloneFlags};
-use nuage_core::netlink::{Netlink, RouteSpec, VethSpec};
+use nuage_core::netlink::{BridgeSpec, Netlink, RouteSpec, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::nft::{self, masq, spoofchk, Attachment};
 use nuage_core::sysctl;
@@ -948,7 +948,11 @@ fn spoofchk_drops_frames_with_another_mac() {
     // 10.99.0.10) behind p1, container b (eth0 MAC_B, 10.99.0.11) behind p2.
     let (host, a, b) = (fresh_ns(), fresh_ns(), fresh_ns());
     let mut nh = Netlink::in_netns(&host).unwrap();
-    nh.create_bridge("br0", None, None).unwrap();
+    nh.create_bridge(&BridgeSpec {
+        name: "br0",
+        ..Default::default()
+    })
+    .unwrap();
     let br = up(&mut nh, "br0", None);
     for (port, ns, mac) in [("p1", &a, MAC_A), ("p2", &b, MAC_B)] {
         nh.create_veth(&VethSpec {

@@ -82,6 +82,28 @@ pub struct VethSpec<'a> {
     pub queues: Option<u32>,
 }
 
+/// A bridge to create.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BridgeSpec<'a> {
+    pub name: &'a str,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    /// Multicast snooping off.
+    ///
+    /// Kernel behaviour: with snooping on, every port added or brought up
+    /// re-arms the multicast timers of *every* port of the bridge
+    /// (`br_port_state_selection`), whose expiries then run for each port:
+    /// O(ports) per container, O(ports^2) in all. Without a multicast
+    /// querier on the segment (a container bridge has none unless set up),
+    /// snooping floods multicast to every port anyway, so turning it off
+    /// changes no forwarding.
+    pub no_snooping: bool,
+    /// VLAN filtering on. A kernel built without
+    /// `CONFIG_BRIDGE_VLAN_FILTERING` refuses it with `EOPNOTSUPP`, and the
+    /// bridge is then not created.
+    pub vlan_filtering: bool,
+}
+
 /// A VXLAN device to create.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VxlanSpec<'a> {
@@ -454,59 +476,28 @@ impl Netlink {
 
     /// Creates a bridge.
     ///
-    /// Kernel quirk: bridge options (`vlan_filtering`, `stp_state`...) take
-    /// effect only in the creating RTM_NEWLINK (or an RTM_NEWLINK on the
+    /// Kernel quirk: bridge options (`vlan_filtering`, `mcast_snooping`...)
+    /// take effect only in the creating RTM_NEWLINK (or an RTM_NEWLINK on the
     /// existing bridge); RTM_SETLINK accepts and silently ignores them.
     ///
-    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge`
-    pub fn create_bridge(
-        &mut self,
-        name: &str,
-        mtu: Option<u32>,
-        mac: Option<[u8; 6]>,
-    ) -> Result<()> {
-        let msg = new_link(name, InfoKind::Bridge, None, mtu, mac);
-        self.create(msg, |_| format!("create bridge {name:?}"))
-    }
-
-    /// [`Netlink::create_bridge`] with multicast snooping off.
-    ///
-    /// Kernel behaviour: with snooping on, every port added or brought up
-    /// re-arms the multicast timers of *every* port of the bridge
-    /// (`br_port_state_selection`), whose expiries then run for each port:
-    /// O(ports) per container, O(ports^2) in all. Without a multicast
-    /// querier on the segment (a container bridge has none unless set up),
-    /// snooping floods multicast to every port anyway, so turning it off
-    /// changes no forwarding.
-    ///
-    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge mcast_snooping 0`
-    pub fn create_bridge_without_snooping(
-        &mut self,
-        name: &str,
-        mtu: Option<u32>,
-        mac: Option<[u8; 6]>,
-    ) -> Result<()> {
-        let data = InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)]);
-        let msg = new_link(name, InfoKind::Bridge, Some(data), mtu, mac);
-        self.create(msg, |_| format!("create bridge {name:?}"))
-    }
-
-    /// Creates a bridge with VLAN filtering on. A kernel built without
-    /// `CONFIG_BRIDGE_VLAN_FILTERING` refuses it with `EOPNOTSUPP`, and the
-    /// bridge is then not created.
-    ///
-    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge vlan_filtering 1`
-    pub fn create_vlan_bridge(
-        &mut self,
-        name: &str,
-        mtu: Option<u32>,
-        mac: Option<[u8; 6]>,
-    ) -> Result<()> {
-        let data = InfoData::Bridge(vec![InfoBridge::VlanFiltering(true)]);
-        let msg = new_link(name, InfoKind::Bridge, Some(data), mtu, mac);
-        self.create(msg, |_| {
-            format!("create bridge {name:?} with vlan_filtering")
-        })
+    /// Equivalent to: `ip link add <name> [mtu M] [address A] type bridge
+    /// [mcast_snooping 0] [vlan_filtering 1]`
+    pub fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<()> {
+        let mut opts = Vec::new();
+        if spec.no_snooping {
+            opts.push(InfoBridge::MulticastSnooping(false));
+        }
+        if spec.vlan_filtering {
+            opts.push(InfoBridge::VlanFiltering(true));
+        }
+        let data = (!opts.is_empty()).then_some(InfoData::Bridge(opts));
+        let msg = new_link(spec.name, InfoKind::Bridge, data, spec.mtu, spec.mac);
+        let vlan = if spec.vlan_filtering {
+            " with vlan_filtering"
+        } else {
+            ""
+        };
+        self.create(msg, |_| format!("create bridge {:?}{vlan}", spec.name))
     }
 
     /// Creates a macvlan on `parent_index` (in this socket's namespace),

@@ -29,25 +29,20 @@ use crate::{Error, Result, ResultExt};
 
 pub use addr::Addr;
 pub use devconf::Ipv4Conf;
-pub use link::{BridgePort, Link, MacvlanMode, VethSpec, VxlanSpec};
+pub use link::{BridgePort, BridgeSpec, Link, MacvlanMode, VethSpec, VxlanSpec};
 pub use neigh::{FdbEntry, Neigh};
 pub use route::{Route, RouteSpec};
 
 /// `<prefix><8 random hex digits>`: a link name unlikely to be taken (the
 /// reference's `veth1a2b3c4d`), for host-side ends and temporary names.
 pub fn random_name(prefix: &str) -> String {
-    use std::io::Read;
-    let mut b = [0u8; 4];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        b = (t.subsec_nanos() ^ std::process::id()).to_ne_bytes();
-    }
-    format!("{prefix}{:08x}", u32::from_ne_bytes(b))
+    use std::hash::{BuildHasher, Hasher};
+    // std's random hash keys: seeded once per process by `getrandom`, fresh
+    // for every `RandomState`; no `/dev/urandom` open per name.
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{prefix}{:08x}", bits as u32)
 }
 
 /// An rtnetlink socket bound to one network namespace.
@@ -228,6 +223,18 @@ mod tests {
             "+2:ab:cd:00:01:ff",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_names_are_fresh_link_names() {
+        let names: std::collections::HashSet<String> =
+            (0..1000).map(|_| random_name("veth")).collect();
+        // 1000 draws from 2^32: a repeat would mean the bits are not random.
+        assert_eq!(names.len(), 1000);
+        for n in &names {
+            assert_eq!(n.len(), 12, "{n}");
+            assert!(n[4..].bytes().all(|b| b.is_ascii_hexdigit()), "{n}");
         }
     }
 }

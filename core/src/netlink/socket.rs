@@ -19,8 +19,10 @@ const DUMP_ATTEMPTS: usize = 5;
 const NLMSG_HDRLEN: usize = 16;
 /// `NLMSGERR_ATTR_MSG`: the extended ACK's human-readable message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
 
 pub(crate) struct Socket {
     sock: netlink_sys::Socket,
@@ -85,34 +87,11 @@ impl Socket {
             .send(&bytes, 0)
             .map_err(|e| Error::os("send", e))?;
         let mut replies = Vec::new();
-        loop {
-            self.recv()?;
-            let mut off = 0;
-            while off + NLMSG_HDRLEN <= self.buf.len() {
-                let header = NetlinkBuffer::new_checked(&self.buf[off..])
-                    .map_err(|e| Error::internal(format!("decode reply: {e}")))?;
-                let (start, len) = (off, header.length() as usize);
-                off += (len + 3) & !3;
-                if header.sequence_number() != self.seq {
-                    continue;
-                }
-                let body = &self.buf[start + NLMSG_HDRLEN..start + len];
-                match header.message_type() {
-                    NLMSG_ERROR => {
-                        let errno = body
-                            .get(..4)
-                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        if errno == 0 {
-                            return Ok(replies);
-                        }
-                        let tlvs = ack_tlvs(header.flags(), &body[4..]);
-                        return Err(kernel_error(-errno, tlvs));
-                    }
-                    NLMSG_DONE => return Ok(replies),
-                    t => replies.push((t, body.to_vec())),
-                }
-            }
-        }
+        self.replies(|t, msg| {
+            replies.push((t, msg[NLMSG_HDRLEN..].to_vec()));
+            Ok(())
+        })?;
+        Ok(replies)
     }
 
     fn exchange(
@@ -148,12 +127,26 @@ impl Socket {
     /// Returns them and whether the dump was interrupted.
     fn collect(&mut self) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
         let mut replies = Vec::new();
+        let interrupted = self.replies(|_, msg| {
+            let msg =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg).map_err(decode_err)?;
+            if let NetlinkPayload::InnerMessage(m) = msg.payload {
+                replies.push(m);
+            }
+            Ok(())
+        })?;
+        Ok((replies, interrupted))
+    }
+
+    /// Reads the replies to the current request up to its ACK, NACK or DONE,
+    /// handing every other one to `each` (its `nlmsg_type` and its bytes,
+    /// header included). Returns whether the dump was interrupted.
+    fn replies(&mut self, mut each: impl FnMut(u16, &[u8]) -> Result<()>) -> Result<bool> {
         let mut interrupted = false;
         loop {
             self.recv()?;
             let mut off = 0;
             while off + NLMSG_HDRLEN <= self.buf.len() {
-                let decode_err = |e| Error::internal(format!("decode reply: {e}"));
                 let header = NetlinkBuffer::new_checked(&self.buf[off..]).map_err(decode_err)?;
                 let (start, len) = (off, header.length() as usize);
                 off += (len + 3) & !3;
@@ -161,24 +154,29 @@ impl Socket {
                 if header.sequence_number() != self.seq {
                     continue;
                 }
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                    &self.buf[start..start + len],
-                )
-                .map_err(decode_err)?;
-                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                match msg.payload {
-                    NetlinkPayload::InnerMessage(m) => replies.push(m),
-                    NetlinkPayload::Error(e) => match e.code {
-                        None => return Ok((replies, interrupted)),
-                        Some(code) => {
-                            let tlvs = ack_tlvs(msg.header.flags, &e.header);
-                            return Err(kernel_error(-code.get(), tlvs));
+                interrupted |= header.flags() & NLM_F_DUMP_INTR != 0;
+                let body = &self.buf[start + NLMSG_HDRLEN..start + len];
+                match header.message_type() {
+                    // Both start with an errno (0: success), followed, for
+                    // an error, by the echoed request, for DONE by nothing,
+                    // and then the extended-ACK TLVs.
+                    t @ (NLMSG_ERROR | NLMSG_DONE) => {
+                        let errno = body
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if errno == 0 {
+                            return Ok(interrupted);
                         }
-                    },
-                    NetlinkPayload::Done(d) if d.code == 0 => return Ok((replies, interrupted)),
-                    NetlinkPayload::Done(d) => return Err(kernel_error(-d.code, &d.extended_ack)),
-                    NetlinkPayload::Overrun(_) => return Err(Error::internal("receive: overrun")),
-                    _ => {}
+                        let tlvs = match t {
+                            NLMSG_ERROR => ack_tlvs(header.flags(), &body[4..]),
+                            _ if header.flags() & NLM_F_ACK_TLVS != 0 => &body[4..],
+                            _ => &[],
+                        };
+                        return Err(kernel_error(-errno, tlvs));
+                    }
+                    NLMSG_NOOP => {}
+                    NLMSG_OVERRUN => return Err(Error::internal("receive: overrun")),
+                    t => each(t, &self.buf[start..start + len])?,
                 }
             }
         }
@@ -205,6 +203,10 @@ impl Socket {
             }
         }
     }
+}
+
+fn decode_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("decode reply: {e}"))
 }
 
 /// The extended-ACK TLVs of an NLMSG_ERROR payload (after the errno): they

@@ -5,7 +5,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{self, IpFamily, Ipv4Conf, Link, MacAddr, Netlink, VethSpec};
+use nuage_core::netlink::{self, BridgeSpec, IpFamily, Ipv4Conf, Link, MacAddr, Netlink, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
@@ -52,7 +52,12 @@ pub fn check_free(
 /// throwaway bridge (created and deleted at once).
 pub fn require_vlan_filtering(host: &mut Netlink, bridge: &str) -> Result<()> {
     let probe = netlink::random_name("nuvlan");
-    match host.create_vlan_bridge(&probe, None, None) {
+    let spec = BridgeSpec {
+        name: &probe,
+        vlan_filtering: true,
+        ..Default::default()
+    };
+    match host.create_bridge(&spec) {
         Ok(()) => {
             if let Some(l) = host.link_by_name(&probe)? {
                 host.del_link(l.index)?;
@@ -88,7 +93,7 @@ pub fn has_pinned_mac(br: &Link) -> bool {
 /// The bridge (`existing`, or created when missing and deleted again if the
 /// ADD fails), promiscuous if asked, `accept_ra=0`, up. A bridge we create
 /// has a pinned MAC and multicast snooping off (its cost is O(ports) per
-/// container; see `Netlink::create_bridge_without_snooping`).
+/// container; see `BridgeSpec::no_snooping`).
 ///
 /// Equivalent to: `ip link add <br> address <stable mac> [mtu M] type bridge
 /// mcast_snooping 0; ip link set <br> up`
@@ -104,7 +109,14 @@ pub fn ensure_bridge(
     let br = match existing {
         Some(l) => l,
         None => {
-            match host.create_bridge_without_snooping(name, mtu, Some(bridge_mac(name))) {
+            let spec = BridgeSpec {
+                name,
+                mtu,
+                mac: Some(bridge_mac(name)),
+                no_snooping: true,
+                ..Default::default()
+            };
+            match host.create_bridge(&spec) {
                 Ok(()) => {
                     log::info(format_args!("created bridge {name}"));
                     let owned = name.to_string();

@@ -31,33 +31,27 @@ fn setup(tag: &str) -> (Host, Netns) {
 }
 
 fn conf(version: &str, extra: Value) -> String {
-    let mut v = json!({
-        "cniVersion": version,
-        "name": NET,
-        "type": "host-device",
-        "device": "hd0",
-        "ipam": {"type": "host-local", "subnet": "10.50.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
-    });
-    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
-        if x.is_null() {
-            v.as_object_mut().unwrap().remove(&k);
-        } else {
-            v[k] = x;
-        }
-    }
-    v.to_string()
+    merge(
+        json!({
+            "cniVersion": version,
+            "name": NET,
+            "type": "host-device",
+            "device": "hd0",
+            "ipam": {"type": "host-local", "subnet": "10.50.0.0/24", "routes": [{"dst": "0.0.0.0/0"}]},
+        }),
+        extra,
+    )
+    .to_string()
 }
 
 #[track_caller]
 fn add(host: &Host, ns: &Netns, conf: &str) -> Value {
-    let out = cni(host, &ours(), "ADD", "c1", Some(ns.path_str()), conf, &[]);
-    out.assert_success();
-    out.expect_json().clone()
+    add_ok(host, &ours(), "c1", ns, conf)
 }
 
 #[track_caller]
 fn del(host: &Host, ns: Option<&str>, conf: &str) {
-    cni(host, &ours(), "DEL", "c1", ns, conf, &[]).assert_success();
+    del_ok(host, &ours(), "c1", ns, conf)
 }
 
 /// `hd0` is on the host as before ADD: name, up, MTU, MAC, alias.

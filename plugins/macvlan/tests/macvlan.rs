@@ -33,42 +33,27 @@ fn setup(tag: &str) -> (Host, Netns) {
 }
 
 fn conf(version: &str, extra: Value) -> String {
-    let mut v = json!({
-        "cniVersion": version,
-        "name": NET,
-        "type": "macvlan",
-        "master": "phy0",
-        "ipam": {"type": "host-local", "subnet": "10.40.0.0/24", "rangeStart": "10.40.0.10", "routes": [{"dst": "0.0.0.0/0"}]},
-    });
-    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
-        if x.is_null() {
-            v.as_object_mut().unwrap().remove(&k);
-        } else {
-            v[k] = x;
-        }
-    }
-    v.to_string()
+    merge(
+        json!({
+            "cniVersion": version,
+            "name": NET,
+            "type": "macvlan",
+            "master": "phy0",
+            "ipam": {"type": "host-local", "subnet": "10.40.0.0/24", "rangeStart": "10.40.0.10", "routes": [{"dst": "0.0.0.0/0"}]},
+        }),
+        extra,
+    )
+    .to_string()
 }
 
 #[track_caller]
 fn add(host: &Host, ns: &Netns, cid: &str, conf: &str) -> Value {
-    let out = cni(host, &ours(), "ADD", cid, Some(ns.path_str()), conf, &[]);
-    out.assert_success();
-    out.expect_json().clone()
+    add_ok(host, &ours(), cid, ns, conf)
 }
 
 #[track_caller]
 fn del(host: &Host, ns: Option<&Netns>, cid: &str, conf: &str) {
-    cni(
-        host,
-        &ours(),
-        "DEL",
-        cid,
-        ns.map(Netns::path_str),
-        conf,
-        &[],
-    )
-    .assert_success();
+    del_ok(host, &ours(), cid, ns.map(Netns::path_str), conf)
 }
 
 #[test]

@@ -38,6 +38,36 @@ pub fn cni(
     host.run_plugin(bin, &env, conf)
 }
 
+/// Our ADD (or anyone's: `bin`) of attachment (`cid`, `eth0`) in `ns`,
+/// which must succeed; returns the result.
+#[track_caller]
+pub fn add_ok(host: &Host, bin: &Path, cid: &str, ns: &Netns, conf: &str) -> Value {
+    let out = cni(host, bin, "ADD", cid, Some(ns.path_str()), conf, &[]);
+    out.assert_success();
+    out.expect_json().clone()
+}
+
+/// A DEL of attachment (`cid`, `eth0`) on `netns` (`None`: `CNI_NETNS`
+/// unset), which must succeed with nothing on stdout.
+#[track_caller]
+pub fn del_ok(host: &Host, bin: &Path, cid: &str, netns: Option<&str>, conf: &str) {
+    let out = cni(host, bin, "DEL", cid, netns, conf, &[]);
+    out.assert_success();
+    assert_eq!(out.stdout, "", "DEL prints nothing:\n{out}");
+}
+
+/// `v` with the keys of `extra` set (a `null` value removes the key).
+pub fn merge(mut v: Value, extra: Value) -> Value {
+    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+        if x.is_null() {
+            v.as_object_mut().expect("object").remove(&k);
+        } else {
+            v[k] = x;
+        }
+    }
+    v
+}
+
 /// `conf` with `key` set to `value`.
 pub fn with(conf: &str, key: &str, value: Value) -> String {
     let mut v: Value = serde_json::from_str(conf).expect("test config is JSON");

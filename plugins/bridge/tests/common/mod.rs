@@ -6,8 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
-#[allow(unused_imports)] // not every test file waits
-pub use netns_tests::cni::wait_until;
+#[allow(unused_imports)] // each test file uses its own subset
+pub use netns_tests::cni::{ip_of, merge, wait_until};
 use netns_tests::*;
 use serde_json::{json, Value};
 
@@ -49,18 +49,6 @@ pub fn net(
     merge(v, extra)
 }
 
-/// `v` with the keys of `extra` set (a `null` value removes the key).
-pub fn merge(mut v: Value, extra: Value) -> Value {
-    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
-        if x.is_null() {
-            v.as_object_mut().expect("object").remove(&k);
-        } else {
-            v[k] = x;
-        }
-    }
-    v
-}
-
 /// `ranges` for host-local: one range set per subnet (dual stack with a v4
 /// and a v6 subnet).
 pub fn ranges(subnets: &[&str]) -> Value {
@@ -87,23 +75,19 @@ pub fn cni(
     conf: &Value,
     extra: &[(&str, &str)],
 ) -> PluginOutput {
-    netns_tests::cni::cni(host, bin, cmd, cid, netns, &conf.to_string(), extra)
+    cni::cni(host, bin, cmd, cid, netns, &conf.to_string(), extra)
 }
 
 /// Our ADD, which must succeed; returns the result.
 #[track_caller]
 pub fn add(host: &Host, ctr: &Netns, cid: &str, conf: &Value) -> Value {
-    let out = cni(host, &ours(), "ADD", cid, Some(ctr.path_str()), conf, &[]);
-    out.assert_success();
-    out.expect_json().clone()
+    cni::add_ok(host, &ours(), cid, ctr, &conf.to_string())
 }
 
 /// Our DEL, which must succeed with nothing on stdout.
 #[track_caller]
 pub fn del(host: &Host, netns: Option<&str>, cid: &str, conf: &Value) {
-    let out = cni(host, &ours(), "DEL", cid, netns, conf, &[]);
-    out.assert_success();
-    assert_eq!(out.stdout, "", "DEL prints nothing:\n{out}");
+    cni::del_ok(host, &ours(), cid, netns, &conf.to_string())
 }
 
 /// The `msg` of a failed call's error reply, after checking its code.
@@ -114,14 +98,6 @@ pub fn err(out: &PluginOutput, code: u64) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-/// The address of a result's `ips[i]`, without its prefix.
-pub fn ip_of(res: &Value, i: usize) -> String {
-    let a = res["ips"][i]["address"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no ips[{i}] in {res}"));
-    a.split('/').next().unwrap_or_default().to_string()
 }
 
 /// The host end of the attachment a result describes (`interfaces[1]`).
