@@ -728,6 +728,27 @@ fn neighbours() {
 }
 
 #[test]
+fn links_report_their_ipv6_accept_ra() {
+    require_root!();
+    let ns = fresh_ns();
+    let mut n = nl(&ns);
+    veth(&mut n, "ra0", "ra1");
+    let default: i32 = sysctl::read_in(&ns, "net.ipv6.conf.ra0.accept_ra")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(link(&mut n, "ra0").ipv6_accept_ra, Some(default));
+    sysctl::write_in(&ns, "net.ipv6.conf.ra0.accept_ra", "0").unwrap();
+    assert_eq!(link(&mut n, "ra0").ipv6_accept_ra, Some(0));
+    sysctl::write_in(&ns, "net.ipv6.conf.ra0.accept_ra", "2").unwrap();
+    assert_eq!(link(&mut n, "ra0").ipv6_accept_ra, Some(2));
+    // A dump reports it as a lookup does.
+    let all = n.links().unwrap();
+    let ra0 = all.iter().find(|l| l.name == "ra0").unwrap();
+    assert_eq!(ra0.ipv6_accept_ra, Some(2));
+}
+
+#[test]
 fn sysctl_in_a_netns() {
     require_root!();
     let ns = fresh_ns();

@@ -141,6 +141,11 @@ impl Store {
     /// Opens the network's directory `dir` (`<dataDir>/<network>`, created
     /// with mode 0755 as the reference does) and takes the lock.
     pub fn open(dir: &Path) -> Result<Store> {
+        // The directory usually exists: only a missing one costs a mkdir.
+        match Self::lock(dir) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            r => return r,
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
@@ -163,6 +168,7 @@ impl Store {
         }
     }
 
+    /// Takes the lock of the existing store `dir`; ENOENT when `dir` is missing.
     fn lock(dir: &Path) -> Result<Store> {
         let path = dir.join(LOCK);
         let lock = OpenOptions::new()
@@ -176,10 +182,13 @@ impl Store {
         lock.lock()
             .map_err(|e| Error::os(format!("lock {}", path.display()), e))?;
         let meta = dir.join(META);
-        if !meta.is_dir() {
-            create_dir(&meta)?;
-        }
-        let index = Index::open(&meta)?;
+        let index = match Index::open(&meta) {
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                create_dir(&meta)?;
+                Index::open(&meta)?
+            }
+            r => r?,
+        };
         let boot = read_small(Path::new(BOOT_ID)).unwrap_or_default();
         let mut store = Store {
             dir: dir.to_path_buf(),
@@ -591,10 +600,22 @@ pub fn lease_name(name: &str) -> Option<IpAddr> {
     (ip.to_string() == name).then_some(ip)
 }
 
-/// Reads a file of at most 64 KiB (lease and marker files are tiny).
+/// Reads a file of at most 64 KiB (lease and marker files are tiny). One
+/// `read` for a file shorter than the first buffer: a short read of a
+/// regular file is its end.
 fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(64);
-    File::open(path)?.take(64 * 1024).read_to_end(&mut buf)?;
+    let mut f = File::open(path)?;
+    let mut buf = vec![0; 512];
+    let n = loop {
+        match f.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => break r?,
+        }
+    };
+    buf.truncate(n);
+    if n == 512 {
+        f.take(64 * 1024 - 512).read_to_end(&mut buf)?;
+    }
     Ok(buf)
 }
 

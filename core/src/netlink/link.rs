@@ -50,6 +50,9 @@ pub struct Link {
     pub bridge_port: Option<BridgePort>,
     /// Number of TX and RX queues (`IFLA_NUM_TX_QUEUES`, `IFLA_NUM_RX_QUEUES`).
     pub queues: (u32, u32),
+    /// `net.ipv6.conf.<link>.accept_ra`, from `IFLA_INET6_CONF` (which
+    /// netlink reports but cannot set); `None` without IPv6.
+    pub ipv6_accept_ra: Option<i32>,
 }
 
 /// The settings of a bridge port.
@@ -646,6 +649,7 @@ impl Link {
             macvlan_mode: None,
             bridge_port: None,
             queues: (0, 0),
+            ipv6_accept_ra: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -659,6 +663,18 @@ impl Link {
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
                 LinkAttribute::NumTxQueues(q) => link.queues.0 = q,
                 LinkAttribute::NumRxQueues(q) => link.queues.1 = q,
+                LinkAttribute::AfSpecUnspec(afs) => {
+                    for af in afs {
+                        let AfSpecUnspec::Inet6(v6) = af else {
+                            continue;
+                        };
+                        for a in v6 {
+                            if let AfSpecInet6::DevConf(c) = a {
+                                link.ipv6_accept_ra = Some(c.accept_ra);
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

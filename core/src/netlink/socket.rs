@@ -12,8 +12,9 @@ use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
 
 use crate::{Code, Error, Result};
 
-/// The kernel sizes dump datagrams from the reader's buffer, up to 32 KiB.
-const RECV_BUF: usize = 32 * 1024;
+/// The kernel sizes dump datagrams from the reader's buffer, up to 32 KiB;
+/// one link's reply is a few KiB.
+const RECV_BUF: usize = 64 * 1024;
 /// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 const DUMP_ATTEMPTS: usize = 5;
 const NLMSG_HDRLEN: usize = 16;
@@ -182,24 +183,22 @@ impl Socket {
         }
     }
 
-    /// Receives one datagram into `self.buf`.
+    /// Receives one datagram into `self.buf`, in one `recv`: the buffer
+    /// holds any reply we ask for (dumps come in datagrams of at most
+    /// 32 KiB; a link's own reply is a few KiB, as we never ask for VF info),
+    /// and a larger one is an error, not a silently truncated reply.
     fn recv(&mut self) -> Result<()> {
         loop {
-            // Peek at the size first: a datagram larger than the buffer (a
-            // link with many VFs) would be truncated.
             self.buf.clear();
-            let size = match self
-                .sock
-                .recv(&mut self.buf, libc::MSG_PEEK | libc::MSG_TRUNC)
-            {
+            match self.sock.recv(&mut self.buf, libc::MSG_TRUNC) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => r.map_err(|e| Error::os("receive", e))?,
-            };
-            self.buf.clear();
-            self.buf.reserve(size);
-            match self.sock.recv(&mut self.buf, 0) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                r => return r.map(drop).map_err(|e| Error::os("receive", e)),
+                Err(e) => return Err(Error::os("receive", e)),
+                Ok(size) if size > self.buf.len() => {
+                    return Err(Error::internal(format!(
+                    "receive: a {size}-byte netlink reply does not fit the {RECV_BUF}-byte buffer"
+                )))
+                }
+                Ok(_) => return Ok(()),
             }
         }
     }

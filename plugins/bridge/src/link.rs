@@ -134,8 +134,9 @@ pub fn ensure_bridge(
     if conf.br.promisc_mode && !br.promisc {
         host.set_promisc(br.index, true)?;
     }
-    // No router advertisements on host-side links (CVE-2020-10749).
-    if let Some(v6) = v6 {
+    // No router advertisements on host-side links (CVE-2020-10749); the
+    // write is skipped when the bridge already says 0.
+    if let Some(v6) = v6.filter(|_| br.ipv6_accept_ra != Some(0)) {
         v6.write_if_present(name, "accept_ra", "0")?;
     }
     if !br.flags_up {

@@ -940,6 +940,29 @@ fn rollback_when_the_container_already_has_the_interface() {
 }
 
 #[test]
+fn every_add_keeps_router_advertisements_off_on_the_bridge() {
+    let host = setup("life-accept-ra");
+    let ra = || host.sysctl(host.netns(), &format!("net/ipv6/conf/{BR}/accept_ra"));
+    // A bridge the node already had, with the kernel's default.
+    host.netns().ip(&["link", "add", BR, "type", "bridge"]);
+    host.netns()
+        .set_sysctl(&format!("net/ipv6/conf/{BR}/accept_ra"), "1");
+    let c1 = host.container("c1");
+    add(&host, &c1, "c1", &full(&host, "1.0.0"));
+    assert_eq!(ra(), "0");
+    // Re-enabled behind our back: the next ADD turns it off again.
+    host.netns()
+        .set_sysctl(&format!("net/ipv6/conf/{BR}/accept_ra"), "2");
+    let c2 = host.container("c2");
+    add(&host, &c2, "c2", &full(&host, "1.0.0"));
+    assert_eq!(ra(), "0");
+    // Already off: it stays off.
+    let c3 = host.container("c3");
+    add(&host, &c3, "c3", &full(&host, "1.0.0"));
+    assert_eq!(ra(), "0");
+}
+
+#[test]
 fn a_failed_add_does_not_delete_a_bridge_another_add_joined_meanwhile() {
     // ADD A creates the bridge, then waits in its IPAM (a delegated plugin
     // that blocks until told to fail); meanwhile ADD B joins the same
