@@ -6,14 +6,14 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
-    InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags,
-    LinkInfo, LinkMessage, LinkProtoInfoBridge, MacVlanMode, State,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoMacVlan,
+    InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    LinkProtoInfoBridge, MacVlanMode,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::devconf::{ipv4_conf, ipv4_conf_attr};
-use super::{mac6, Ipv4Conf, MacAddr, Netlink};
+use super::{Ipv4Conf, MacAddr, Netlink};
 use crate::netns::NetNs;
 use crate::Result;
 
@@ -180,11 +180,11 @@ impl Netlink {
     fn get_link(&mut self, mut msg: LinkMessage, what: fmt::Arguments) -> Result<Option<Link>> {
         msg.attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        match self.sock.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
-                _ => None,
-            })),
+        match self
+            .sock
+            .request_as(RouteNetlinkMessage::GetLink(msg), 0, link_of)
+        {
+            Ok(links) => Ok(links.into_iter().next()),
             Err(e) if e.errno == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e.context(self.describe(what))),
         }
@@ -197,14 +197,9 @@ impl Netlink {
         let mut msg = LinkMessage::default();
         msg.attributes
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-        let replies = self.dump(RouteNetlinkMessage::GetLink(msg), "dump links")?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => Some(Link::from_msg(l)),
-                _ => None,
-            })
-            .collect())
+        self.sock
+            .dump_as(RouteNetlinkMessage::GetLink(msg), link_of)
+            .map_err(|e| e.context(self.describe("dump links")))
     }
 
     /// Equivalent to: `ip link set dev <index> up`
@@ -453,11 +448,12 @@ impl Netlink {
         msg.attributes
             .extend(spec.controller.map(LinkAttribute::Controller));
         queues(&mut msg.attributes);
-        let replies = self
+        let echoed = self
             .sock
-            .request(
+            .request_as(
                 RouteNetlinkMessage::NewLink(msg),
                 NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+                link_of,
             )
             .map_err(|e| {
                 let ns = spec
@@ -469,12 +465,7 @@ impl Netlink {
                     spec.name, spec.peer_name
                 )))
             })?;
-        Ok(replies.into_iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => {
-                Some(Link::from_msg(l)).filter(|l| l.name == spec.name)
-            }
-            _ => None,
-        }))
+        Ok(echoed.into_iter().find(|l| l.name == spec.name))
     }
 
     /// Creates a bridge.
@@ -630,81 +621,12 @@ impl Netlink {
     }
 }
 
-impl Link {
-    fn from_msg(msg: LinkMessage) -> Link {
-        let flags = msg.header.flags;
-        let mut link = Link {
-            index: msg.header.index,
-            name: String::new(),
-            kind: None,
-            mac: None,
-            mtu: 0,
-            flags_up: flags.contains(LinkFlags::Up),
-            oper_up: false,
-            controller: None,
-            alias: None,
-            link: None,
-            link_netnsid: None,
-            promisc: flags.contains(LinkFlags::Promisc),
-            macvlan_mode: None,
-            bridge_port: None,
-            queues: (0, 0),
-            ipv6_accept_ra: None,
-        };
-        for attr in msg.attributes {
-            match attr {
-                LinkAttribute::IfName(n) => link.name = n,
-                LinkAttribute::Address(a) => link.mac = mac6(&a),
-                LinkAttribute::Mtu(m) => link.mtu = m,
-                LinkAttribute::OperState(s) => link.oper_up = s == State::Up,
-                LinkAttribute::Controller(c) => link.controller = Some(c),
-                LinkAttribute::IfAlias(a) => link.alias = Some(a),
-                LinkAttribute::Link(l) => link.link = Some(l),
-                LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
-                LinkAttribute::NumTxQueues(q) => link.queues.0 = q,
-                LinkAttribute::NumRxQueues(q) => link.queues.1 = q,
-                LinkAttribute::AfSpecUnspec(afs) => {
-                    for af in afs {
-                        let AfSpecUnspec::Inet6(v6) = af else {
-                            continue;
-                        };
-                        for a in v6 {
-                            if let AfSpecInet6::DevConf(c) = a {
-                                link.ipv6_accept_ra = Some(c.accept_ra);
-                            }
-                        }
-                    }
-                }
-                LinkAttribute::LinkInfo(infos) => {
-                    for info in infos {
-                        match info {
-                            LinkInfo::Kind(k) => link.kind = Some(k.to_string()),
-                            LinkInfo::Data(InfoData::MacVlan(data)) => {
-                                link.macvlan_mode = data.iter().find_map(|d| match d {
-                                    InfoMacVlan::Mode(m) => Some(u32::from(*m)),
-                                    _ => None,
-                                })
-                            }
-                            LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
-                                let mut bp = BridgePort::default();
-                                for p in port {
-                                    match p {
-                                        InfoBridgePort::HairpinMode(v) => bp.hairpin = v,
-                                        InfoBridgePort::Isolated(v) => bp.isolated = v,
-                                        _ => {}
-                                    }
-                                }
-                                link.bridge_port = Some(bp);
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        link
-    }
+/// The link of an RTM_NEWLINK reply (see [`Link::parse`]).
+fn link_of(nlmsg_type: u16, msg: &[u8]) -> Option<Link> {
+    const RTM_NEWLINK: u16 = 16;
+    (nlmsg_type == RTM_NEWLINK)
+        .then(|| Link::parse(msg))
+        .flatten()
 }
 
 fn link_msg(index: u32) -> LinkMessage {

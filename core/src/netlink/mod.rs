@@ -13,6 +13,7 @@
 mod addr;
 mod devconf;
 mod link;
+mod linkmsg;
 mod neigh;
 mod route;
 mod socket;

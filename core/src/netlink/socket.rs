@@ -57,13 +57,34 @@ impl Socket {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>> {
-        self.exchange(msg, NLM_F_ACK | flags)
+        self.exchange(msg, NLM_F_ACK | flags, decode)
     }
 
     /// Dumps a table, retrying when the dump was interrupted by a change.
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
         // No NLM_F_ACK: a dump ends with NLMSG_DONE (or a NACK if it cannot start).
-        self.exchange(msg, NLM_F_DUMP)
+        self.exchange(msg, NLM_F_DUMP, decode)
+    }
+
+    /// [`Socket::request`] with the replies read by `read` from their bytes
+    /// (`nlmsg_type`, and the message, header included) instead of the
+    /// generic decoder; `None`s are dropped.
+    pub fn request_as<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        read: impl FnMut(u16, &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        self.exchange(msg, NLM_F_ACK | flags, into_ok(read))
+    }
+
+    /// [`Socket::dump`] with the replies read by `read`, as [`Socket::request_as`].
+    pub fn dump_as<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        read: impl FnMut(u16, &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>> {
+        self.exchange(msg, NLM_F_DUMP, into_ok(read))
     }
 
     /// Sends a request the `netlink-packet-route` types cannot express
@@ -95,11 +116,14 @@ impl Socket {
         Ok(replies)
     }
 
-    fn exchange(
+    /// Sends `msg` and reads its replies with `read`, again from the start
+    /// when a dump was interrupted.
+    fn exchange<T>(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
-    ) -> Result<Vec<RouteNetlinkMessage>> {
+        mut read: impl FnMut(u16, &[u8]) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
         let mut packet = NetlinkMessage::from(msg);
         packet.header.flags = NLM_F_REQUEST | flags;
         for _ in 0..DUMP_ATTEMPTS {
@@ -111,7 +135,11 @@ impl Socket {
             self.sock
                 .send(&bytes, 0)
                 .map_err(|e| Error::os("send", e))?;
-            let (replies, interrupted) = self.collect()?;
+            let mut replies = Vec::new();
+            let interrupted = self.replies(|t, msg| {
+                replies.extend(read(t, msg)?);
+                Ok(())
+            })?;
             if !interrupted {
                 return Ok(replies);
             }
@@ -122,21 +150,6 @@ impl Socket {
         );
         e.errno = Some(libc::EINTR);
         Err(e)
-    }
-
-    /// Reads the replies to the current request up to its ACK, NACK or DONE.
-    /// Returns them and whether the dump was interrupted.
-    fn collect(&mut self) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
-        let mut replies = Vec::new();
-        let interrupted = self.replies(|_, msg| {
-            let msg =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg).map_err(decode_err)?;
-            if let NetlinkPayload::InnerMessage(m) = msg.payload {
-                replies.push(m);
-            }
-            Ok(())
-        })?;
-        Ok((replies, interrupted))
     }
 
     /// Reads the replies to the current request up to its ACK, NACK or DONE,
@@ -202,6 +215,21 @@ impl Socket {
             }
         }
     }
+}
+
+/// The generic decoder of replies.
+fn decode(_: u16, msg: &[u8]) -> Result<Option<RouteNetlinkMessage>> {
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg).map_err(decode_err)?;
+    Ok(match msg.payload {
+        NetlinkPayload::InnerMessage(m) => Some(m),
+        _ => None,
+    })
+}
+
+fn into_ok<T>(
+    mut read: impl FnMut(u16, &[u8]) -> Option<T>,
+) -> impl FnMut(u16, &[u8]) -> Result<Option<T>> {
+    move |t, msg| Ok(read(t, msg))
 }
 
 fn decode_err(e: impl std::fmt::Display) -> Error {
