@@ -92,7 +92,7 @@ impl CmdArgs {
             .as_deref()
             .ok_or_else(|| Error::env("required env variables [CNI_NETNS] missing"))?;
         let ns = NetNs::open(path)?;
-        if !self.netns_override && ns.same_as(&NetNs::current()?) {
+        if !self.netns_override && ns.is_current()? {
             return Err(Error::netns("plugin's netns and netns from CNI_NETNS should not be the same")
                 .with_details(format!(
                     "CNI_NETNS {path:?} is the namespace the plugin runs in; pass the container's namespace \

@@ -35,7 +35,9 @@ impl Socket {
     /// A socket bound to the calling thread's current network namespace.
     pub fn new() -> io::Result<Socket> {
         let mut sock = netlink_sys::Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
+        // Port id 0: the kernel picks one (without `bind_auto`'s
+        // getsockname: replies are matched by sequence number).
+        sock.bind(&SocketAddr::new(0, 0))?;
         sock.connect(&SocketAddr::new(0, 0))?;
         // Best effort, these are newer than the oldest kernels we may meet:
         // strict checking (4.20) makes the kernel honour dump filters and

@@ -455,7 +455,8 @@ impl Conn {
     fn open(op: &str) -> Result<Conn> {
         let open = || -> io::Result<Socket> {
             let mut sock = Socket::new(NETLINK_NETFILTER)?;
-            sock.bind_auto()?;
+            // The kernel picks the port id; answers are matched by sequence.
+            sock.bind(&SocketAddr::new(0, 0))?;
             sock.connect(&SocketAddr::new(0, 0))?;
             // Best effort: the kernel's own message in errors, answers
             // without the echoed request.
