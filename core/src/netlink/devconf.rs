@@ -7,6 +7,7 @@
 use netlink_packet_core::DefaultNla;
 use netlink_packet_route::link::{AfSpecInet, AfSpecUnspec, LinkAttribute};
 
+use super::nla::{attrs, u32_at};
 use super::{IpFamily, Netlink};
 use crate::{Error, Result};
 
@@ -74,18 +75,11 @@ impl Netlink {
             if t != RTM_NEWNETCONF {
                 continue;
             }
-            let mut attrs = body.get(4..).unwrap_or_default();
-            while attrs.len() >= 4 {
-                let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
-                let kind = u16::from_ne_bytes([attrs[2], attrs[3]]) & 0x3fff;
-                if len < 4 || len > attrs.len() {
-                    break;
-                }
-                if kind == NETCONFA_FORWARDING && len >= 8 {
-                    let v = i32::from_ne_bytes([attrs[4], attrs[5], attrs[6], attrs[7]]);
-                    return Ok(v != 0);
-                }
-                attrs = attrs.get((len + 3) & !3..).unwrap_or_default();
+            let forwarding = attrs(body.get(4..).unwrap_or_default())
+                .find(|(kind, _)| *kind == NETCONFA_FORWARDING)
+                .and_then(|(_, v)| u32_at(v, 0));
+            if let Some(v) = forwarding {
+                return Ok(v != 0);
             }
         }
         Err(Error::internal(self.describe(format!(

@@ -6,9 +6,9 @@
 //! 40 us in a fresh process (its many decoders are cold code), several times
 //! per ADD; walking the attributes for the few we keep takes ~1 us.
 
+use super::nla::{attrs, u32_at, NLMSG_HDRLEN};
 use super::{mac6, BridgePort, Link};
 
-const NLMSG_HDRLEN: usize = 16;
 /// `struct ifinfomsg`: family, pad, type, index, flags, change.
 const IFINFOMSG_LEN: usize = 16;
 
@@ -121,22 +121,6 @@ fn link_info(link: &mut Link, info: &[u8]) {
         }
         link.bridge_port = Some(port);
     }
-}
-
-/// The attributes in `buf` as (type without the nested/byte-order flags,
-/// payload); stops at the first malformed one.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = usize::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
-        let kind = u16::from_ne_bytes([*buf.get(2)?, *buf.get(3)?]) & 0x3fff;
-        let payload = buf.get(4..len)?;
-        buf = buf.get((len + 3) & !3..).unwrap_or_default();
-        Some((kind, payload))
-    })
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// A NUL-terminated attribute string.

@@ -15,6 +15,7 @@ mod devconf;
 mod link;
 mod linkmsg;
 mod neigh;
+pub(crate) mod nla;
 mod route;
 mod socket;
 

@@ -4,12 +4,13 @@
 use std::io;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, SocketAddr};
 
+use super::nla::{ack_message, ack_tlvs, NLMSG_HDRLEN};
 use crate::{Code, Error, Result};
 
 /// The kernel sizes dump datagrams from the reader's buffer, up to 32 KiB;
@@ -17,9 +18,6 @@ use crate::{Code, Error, Result};
 const RECV_BUF: usize = 64 * 1024;
 /// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is retried.
 const DUMP_ATTEMPTS: usize = 5;
-const NLMSG_HDRLEN: usize = 16;
-/// `NLMSGERR_ATTR_MSG`: the extended ACK's human-readable message.
-const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -238,37 +236,13 @@ fn decode_err(e: impl std::fmt::Display) -> Error {
     Error::internal(format!("decode reply: {e}"))
 }
 
-/// The extended-ACK TLVs of an NLMSG_ERROR payload (after the errno): they
-/// follow the echoed request, cut to its header when the ACK is capped.
-fn ack_tlvs(flags: u16, payload: &[u8]) -> &[u8] {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return &[];
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        payload
-            .get(..4)
-            .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    };
-    payload.get((echoed + 3) & !3..).unwrap_or_default()
-}
-
 /// A NACK: the errno (kept for `is_not_found`/`is_exists`) and the kernel's
 /// extended-ACK message, if any.
 fn kernel_error(errno: i32, tlvs: &[u8]) -> Error {
-    let reason = NlasIterator::new(tlvs)
-        .filter_map(|nla| nla.ok())
-        .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
-        .map(|nla| {
-            String::from_utf8_lossy(nla.value())
-                .trim_end_matches('\0')
-                .to_string()
-        });
     let err = io::Error::from_raw_os_error(errno);
-    let mut e = match reason {
-        Some(r) if !r.is_empty() => Error::internal(format!("{err} ({r})")),
-        _ => Error::internal(err.to_string()),
+    let mut e = match ack_message(tlvs) {
+        Some(r) => Error::internal(format!("{err} ({r})")),
+        None => Error::internal(err.to_string()),
     };
     e.errno = Some(errno);
     e

@@ -53,6 +53,7 @@ use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
 
 use super::{mac_string, TABLE};
+use crate::netlink::nla::{ack_message, ack_tlvs, u16_at, u32_at, NLMSG_HDRLEN};
 use crate::{Code, Error, Errors, Result};
 
 // <linux/netlink.h>
@@ -61,13 +62,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
-/// In a reply: NLMSG_ERROR carries extended-ACK TLVs.
-const NLM_F_ACK_TLVS: u16 = 0x200;
-/// In a reply: the echoed request was cut to its header.
-const NLM_F_CAPPED: u16 = 0x100;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSG_HDRLEN: usize = 16;
 
 // <linux/netfilter/nfnetlink.h>
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -549,14 +544,6 @@ struct Ack {
     msg: Option<String>,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// The NLMSG_ERROR messages of a datagram.
 fn acks(datagram: &[u8]) -> Vec<Ack> {
     let mut out = Vec::new();
@@ -582,37 +569,10 @@ fn acks(datagram: &[u8]) -> Vec<Ack> {
         out.push(Ack {
             seq,
             errno: -(code as i32),
-            msg: ext_ack_msg(flags, &payload[4..]),
+            msg: ack_message(ack_tlvs(flags, &payload[4..])),
         });
     }
     out
-}
-
-/// NLMSGERR_ATTR_MSG of an NLMSG_ERROR payload (after the errno): the TLVs
-/// follow the echoed request, cut to its header when capped.
-fn ext_ack_msg(flags: u16, echoed: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let skip = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        u32_at(echoed, 0)? as usize
-    };
-    let mut tlvs = echoed.get((skip + 3) & !3..)?;
-    while let (Some(len), Some(ty)) = (u16_at(tlvs, 0), u16_at(tlvs, 2)) {
-        let len = len as usize;
-        if len < 4 || len > tlvs.len() {
-            break;
-        }
-        if ty & !NLA_F_NESTED == NLMSGERR_ATTR_MSG {
-            let s = String::from_utf8_lossy(&tlvs[4..len]);
-            let s = s.trim_end_matches('\0');
-            return (!s.is_empty()).then(|| s.to_string());
-        }
-        tlvs = tlvs.get((len + 3) & !3..)?;
-    }
-    None
 }
 
 fn kernel_error(op: &str, what: &str, errno: i32, msg: Option<String>) -> Error {
@@ -754,6 +714,12 @@ fn delete_each(conn: &mut Conn, dels: &[Del], op: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a reply: NLMSG_ERROR carries extended-ACK TLVs.
+    const NLM_F_ACK_TLVS: u16 = 0x200;
+    /// In a reply: the echoed request was cut to its header.
+    const NLM_F_CAPPED: u16 = 0x100;
+    const NLMSGERR_ATTR_MSG: u16 = 1;
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
