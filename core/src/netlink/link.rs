@@ -15,7 +15,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::devconf::{ipv4_conf, ipv4_conf_attr};
 use super::{Ipv4Conf, MacAddr, Netlink};
 use crate::netns::NetNs;
-use crate::Result;
+use crate::{Error, Result};
 
 const IFLA_BRPORT_MODE: u16 = 4; // hairpin
 const IFLA_BRPORT_ISOLATED: u16 = 33;
@@ -466,6 +466,37 @@ impl Netlink {
                 )))
             })?;
         Ok(echoed.into_iter().find(|l| l.name == spec.name))
+    }
+
+    /// [`Netlink::create_veth`] with the host end named `veth<8 hex>` at
+    /// random, as the reference names it (`spec.name` is not used): a name
+    /// already taken on the host is replaced by another, up to 10 times.
+    /// Returns the host end.
+    ///
+    /// Equivalent to: `ip link add veth<8hex> ... type veth peer name
+    /// <peer_name> ...; ip link show veth<8hex>`
+    pub fn create_veth_random(&mut self, spec: &VethSpec) -> Result<Link> {
+        let mut attempt = 0;
+        loop {
+            let name = super::random_name("veth");
+            match self.create_veth(&VethSpec {
+                name: &name,
+                ..*spec
+            }) {
+                Ok(Some(echoed)) => return Ok(echoed),
+                Ok(None) => {
+                    return self.link_by_name(&name)?.ok_or_else(|| {
+                        Error::internal(format!("veth {name:?} vanished after creation"))
+                    })
+                }
+                // A random name taken on the host: try another. (The peer's
+                // name is the caller's to have checked free.)
+                Err(e) if e.is_exists() && attempt < 10 && self.link_by_name(&name)?.is_some() => {
+                    attempt += 1
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Creates a bridge.

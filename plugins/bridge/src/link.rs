@@ -179,47 +179,30 @@ pub fn create_veth(
     v6: Option<&ConfDir>,
     undo: &mut Undo,
 ) -> Result<Link> {
-    let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
-    let mut attempt = 0;
-    let (host_name, echoed) = loop {
-        let name = netlink::random_name("veth");
-        let spec = VethSpec {
-            name: &name,
-            peer_name: ifname,
-            mtu,
-            mac: None,
-            peer_mac: conf.mac,
-            peer_netns: Some(ns),
-            up: true,
-            controller: Some(br.index),
-            // One queue per end instead of one per CPU: see `VethSpec`.
-            queues: Some(1),
-        };
-        match host.create_veth(&spec) {
-            Ok(echoed) => break (name, echoed),
-            // A random name taken on the host: try another (the container
-            // name was checked free before).
-            Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
-                attempt += 1
-            }
-            Err(e) if e.errno() == Some(libc::EXFULL) => {
-                return Err(Error::internal(format!(
-                    "bridge {:?} is full: the kernel allows 1023 ports per bridge",
-                    br.name
-                ))
-                .with_details("spread containers over several bridge networks"))
-            }
-            Err(e) => return Err(e),
+    let spec = VethSpec {
+        peer_name: ifname,
+        mtu: (conf.br.mtu != 0).then_some(conf.br.mtu),
+        peer_mac: conf.mac,
+        peer_netns: Some(ns),
+        up: true,
+        controller: Some(br.index),
+        // One queue per end instead of one per CPU: see `VethSpec`.
+        queues: Some(1),
+        ..Default::default()
+    };
+    let mut hv = host.create_veth_random(&spec).map_err(|e| {
+        if e.errno() == Some(libc::EXFULL) {
+            Error::internal(format!(
+                "bridge {:?} is full: the kernel allows 1023 ports per bridge",
+                br.name
+            ))
+            .with_details("spread containers over several bridge networks")
+        } else {
+            e
         }
-    };
-    let owned = host_name.clone();
-    undo.push(format!("veth {host_name}"), move || del_by_name(&owned));
-    let mut hv = match echoed {
-        Some(l) => l,
-        None => host.link_by_name(&host_name)?.ok_or_else(|| {
-            Error::internal(format!("veth {host_name:?} vanished after creation"))
-        })?,
-    };
+    })?;
+    let owned = hv.name.clone();
+    undo.push(format!("veth {owned}"), move || del_by_name(&owned));
     hv.controller = Some(br.index);
     // Before the container end comes up (no carrier until then, so no IPv6
     // on the port yet): no router advertisements (CVE-2020-10749), and no
@@ -228,8 +211,8 @@ pub fn create_veth(
     // and multicast routes sit in one FIB node shared by all ports: adding
     // them walks the siblings and the FIB, O(ports) per container.
     if let Some(v6) = v6 {
-        v6.write_if_present(&host_name, "accept_ra", "0")?;
-        v6.write_if_present(&host_name, "disable_ipv6", "1")?;
+        v6.write_if_present(&hv.name, "accept_ra", "0")?;
+        v6.write_if_present(&hv.name, "disable_ipv6", "1")?;
     }
     if conf.br.hairpin_mode || conf.br.port_isolation {
         host.set_bridge_port(

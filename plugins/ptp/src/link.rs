@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{self, Link, MacAddr, Netlink, RouteSpec, VethSpec};
+use nuage_core::netlink::{Link, MacAddr, Netlink, RouteSpec, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
@@ -57,38 +57,19 @@ pub fn create_veth(
     ifname: &str,
     undo: &mut Undo,
 ) -> Result<(Link, Link)> {
-    let mut attempt = 0;
-    let (name, echoed) = loop {
-        let name = netlink::random_name("veth");
-        let spec = VethSpec {
-            name: &name,
-            peer_name: ifname,
-            mtu,
-            peer_netns: Some(ns),
-            up: true,
-            // One queue per end instead of one per CPU: see `VethSpec`.
-            queues: Some(1),
-            ..Default::default()
-        };
-        match host.create_veth(&spec) {
-            Ok(echoed) => break (name, echoed),
-            // A random name taken on the host: try another (the container
-            // name was checked free before).
-            Err(e) if e.is_exists() && attempt < 10 && host.link_by_name(&name)?.is_some() => {
-                attempt += 1
-            }
-            Err(e) => return Err(e),
-        }
+    let spec = VethSpec {
+        peer_name: ifname,
+        mtu,
+        peer_netns: Some(ns),
+        up: true,
+        // One queue per end instead of one per CPU: see `VethSpec`.
+        queues: Some(1),
+        ..Default::default()
     };
-    let hv = match echoed {
-        Some(l) => l,
-        None => host
-            .link_by_name(&name)?
-            .ok_or_else(|| Error::internal(format!("veth {name:?} vanished after creation")))?,
-    };
+    let hv = host.create_veth_random(&spec)?;
     let index = hv.index;
     // Deleting one end deletes both, and the routes through them.
-    undo.push(format!("veth {name}"), move || {
+    undo.push(format!("veth {}", hv.name), move || {
         Netlink::new()?
             .del_link(index)
             .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
@@ -97,7 +78,7 @@ pub fn create_veth(
     // the container end comes up (until then nothing can reach the host end).
     if let Some(v6) = ConfDir::open(true)? {
         for key in ["accept_ra", "accept_dad"] {
-            v6.write_if_present(&name, key, "0")?;
+            v6.write_if_present(&hv.name, key, "0")?;
         }
     }
     // The container end comes up with its addresses (`configure_container`):
