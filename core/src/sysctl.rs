@@ -10,8 +10,11 @@
 //! network namespaces on the machine): every namespace has its own dentries
 //! named `net`, `ipv4`, `ipv6`, all in the same dcache hash chain, and the
 //! walk compares each (~20 us with 200 namespaces, growing with every
-//! container). Per-interface keys therefore go through a [`ConfDir`]: one
-//! walk to `net/ipv{4,6}/conf`, then short relative opens.
+//! container). New entries go to the head of the chain, so the host's own,
+//! the oldest, is behind every namespace whose sysctls were opened since:
+//! with 1000 of them, opening `/proc/sys/net/ipv6/conf` in the host takes
+//! 120-530 us instead of ~3 us. Per-interface keys therefore go through a
+//! [`ConfDir`]: one walk to `net/ipv{4,6}/conf`, then short relative opens.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
