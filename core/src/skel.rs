@@ -270,7 +270,9 @@ fn dispatch(
         let _ = stdin.read_to_end(&mut data);
         return Ok(Some(version_reply(plugin, &data)));
     }
-    let mut data = Vec::new();
+    // Room for a typical config up front: one read(2) and the EOF read,
+    // instead of std's growing probes from 32 bytes.
+    let mut data = Vec::with_capacity(16 * 1024);
     stdin
         .read_to_end(&mut data)
         .map_err(|e| pre(Error::io(format!("error reading from stdin: {e}"))))?;
