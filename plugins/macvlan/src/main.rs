@@ -69,7 +69,7 @@ impl Plugin for Macvlan {
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
                 shim::add(&mut host, s, &master, conf.mode, &a.conf.name, &att, &ips)?;
                 undo.push("hostShim routes", move || {
-                    shim::del(&a.conf.name, &s.name, &att, &ips)
+                    shim::del(&a.conf.name, &s.name, &att)
                 });
             }
         } else {
@@ -85,18 +85,17 @@ impl Plugin for Macvlan {
     fn del(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
         let mut errs = Errors::new();
-        if conf.ipam {
-            errs.collect(nuage_ipam::del(a).context("release addresses"));
-        }
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));
         }
+        // The shim's routes go before the addresses return to IPAM: a
+        // released address may be handed to a new container at once, and
+        // its route must not be the one deleted.
         if let Some(s) = &conf.shim {
-            let prev_ips: Vec<IpAddr> = match a.prev_result() {
-                Ok(Some(prev)) => prev.ips.iter().map(|ip| ip.address.ip()).collect(),
-                _ => Vec::new(),
-            };
-            errs.collect(shim::del(&a.conf.name, &s.name, &a.attachment(), &prev_ips));
+            errs.collect(shim::del(&a.conf.name, &s.name, &a.attachment()));
+        }
+        if conf.ipam {
+            errs.collect(nuage_ipam::del(a).context("release addresses"));
         }
         errs.into_result()
     }

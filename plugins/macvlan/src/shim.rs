@@ -202,16 +202,20 @@ fn ensure(host: &mut Netlink, shim: &Shim, master: &Link, mode: MacvlanMode) -> 
     Ok(link)
 }
 
-/// DEL: removes the attachment's routes (from its record, else
-/// `fallback`), its record, and the shim with its last route.
-pub fn del(network: &str, shim_name: &str, att: &Attachment, fallback: &[IpAddr]) -> Result<()> {
+/// DEL: removes the attachment's routes (from its record), its record, and
+/// the shim with its last route. Without a record the attachment routed
+/// nothing (ADD records before it routes) or was already removed: nothing
+/// of it is deleted, not even by address (a `prevResult`'s address may be
+/// another container's by now), but a shim left without routes by a failed
+/// ADD goes.
+pub fn del(network: &str, shim_name: &str, att: &Attachment) -> Result<()> {
     let state = lock(network)?;
     let mut host = Netlink::new()?;
     let rec = state.read(att).unwrap_or_else(|| Record {
         container_id: att.container_id.clone(),
         ifname: att.ifname.clone(),
         shim: shim_name.to_string(),
-        ips: fallback.to_vec(),
+        ips: Vec::new(),
     });
     remove(&mut host, &state, &state.path(att), &rec)
 }
@@ -232,12 +236,21 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
     errs.into_result()
 }
 
-/// Removes `rec`'s routes and file; `_locked` proves the network's lock is held.
-fn remove(host: &mut Netlink, _locked: &Locked, path: &Path, rec: &Record) -> Result<()> {
+/// Removes `rec`'s routes and file (at `path`), and the shim once no route
+/// uses it. A route to an address another record also holds stays: that
+/// address went back to IPAM and on to another container, whose route it
+/// now is.
+fn remove(host: &mut Netlink, state: &Locked, path: &Path, rec: &Record) -> Result<()> {
     let Some(link) = host.link_by_name(&rec.shim)? else {
         return remove_file(path);
     };
-    for &ip in &rec.ips {
+    let others: Vec<IpAddr> = state
+        .records()
+        .into_iter()
+        .filter(|(p, _)| p != path)
+        .flat_map(|(_, r)| r.ips)
+        .collect();
+    for &ip in rec.ips.iter().filter(|ip| !others.contains(ip)) {
         let spec = RouteSpec {
             oif: Some(link.index),
             ..RouteSpec::new(host_net(ip))

@@ -588,6 +588,63 @@ fn shim_is_deleted_with_the_last_container() {
     assert!(host.netns().link(&name).is_none());
 }
 
+/// A DEL never deletes another attachment's shim route: not a late DEL
+/// whose `prevResult` names an address now held by another container, nor
+/// the DEL of a container whose address another one also routes.
+#[test]
+fn shim_routes_belong_to_their_attachment() {
+    let (host, _lan) = setup("mv-shim-own");
+    let fixed = json!({"type": "static", "addresses": [{"address": "10.40.0.50/24"}]});
+    let shim = conf(
+        "1.0.0",
+        json!({"hostShim": {"name": "mvshim1"}, "ipam": fixed}),
+    );
+    let routed = |ip: &str| {
+        host.netns()
+            .routes(Family::V4)
+            .iter()
+            .any(|r| r["dst"] == ip && r["dev"] == "mvshim1")
+    };
+    let check = |cid: &str, ns: &Netns, prev: &Value| {
+        cni(
+            &host,
+            &ours(),
+            "CHECK",
+            cid,
+            Some(ns.path_str()),
+            &with_prev(&shim, prev),
+            &[],
+        )
+    };
+    let (a, b) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &a, "ca", &shim);
+    del(&host, Some(&a), "ca", &with_prev(&shim, &ra));
+    assert!(host.netns().link("mvshim1").is_none());
+    // The address goes to b; then a's DEL comes again, with its prevResult.
+    let rb = add(&host, &b, "cb", &shim);
+    assert_eq!(ip_of(&rb, 0), "10.40.0.50");
+    del(&host, Some(&a), "ca", &with_prev(&shim, &ra));
+    assert!(routed("10.40.0.50"), "a late DEL removed b's route");
+    check("cb", &b, &rb).assert_success();
+    assert!(host.netns().ping("10.40.0.50"));
+
+    // Two attachments record the same address (a's lease released, b's
+    // added, a's DEL not yet done): a's DEL leaves the route to b.
+    let ra = add(&host, &a, "ca", &shim);
+    del(&host, Some(&a), "ca", &with_prev(&shim, &ra));
+    assert!(
+        routed("10.40.0.50"),
+        "a's DEL removed the route b also holds"
+    );
+    check("cb", &b, &rb).assert_success();
+    del(&host, Some(&b), "cb", &with_prev(&shim, &rb));
+    assert!(!routed("10.40.0.50"));
+    assert!(
+        host.netns().link("mvshim1").is_none(),
+        "the shim goes with b"
+    );
+}
+
 #[test]
 fn status_and_gc() {
     let (host, _lan) = setup("mv-gc");
