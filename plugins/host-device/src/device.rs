@@ -9,6 +9,10 @@
 //!   *initial* namespace (keeping their name, or `dev<N>` when it is taken
 //!   there), while virtual ones (a veth stand-in in tests) are destroyed.
 
+use std::cell::Cell;
+use std::thread::sleep;
+use std::time::Duration;
+
 use nuage_core::netlink::{Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
@@ -36,7 +40,8 @@ pub fn snapshot(dev: &Link, container_id: &str, ifname: &str) -> Record {
 /// ADD: moves `dev` into `ns` as `ifname` (one request: it never appears
 /// there under its host name) and sets it up. Its alias is set to its host
 /// name first, as the reference does, so the device itself says where it
-/// belongs. On a later failure, `undo` gives it back.
+/// belongs. On a later failure, `undo` gives it back; if that fails,
+/// `stranded` is set, so that the record DEL and GC need is kept.
 ///
 /// Equivalent to: `ip link set dev <dev> alias <dev>; ip link set dev <dev>
 /// netns <ns> name <ifname>; ip -n <ns> link set dev <ifname> up`
@@ -46,6 +51,7 @@ pub fn move_in<'a>(
     ns: &'a NetNs,
     rec: &'a Record,
     ifname: &str,
+    stranded: &'a Cell<bool>,
     undo: &mut Undo<'a>,
 ) -> Result<Link> {
     host.set_alias(rec.host_index, &rec.name)
@@ -54,20 +60,30 @@ pub fn move_in<'a>(
         let _ = host.set_alias(rec.host_index, rec.alias.as_deref().unwrap_or(""));
         return Err(e.context("failed to move link"));
     }
+    // In the container from here on: the way back is recorded before
+    // anything else can fail, and finds the device as DEL does (by its
+    // alias, which is its host name).
+    let owned = ifname.to_string();
+    undo.push(format!("move {} back to the host", rec.name), move || {
+        let back = Netlink::in_netns(ns).and_then(|mut ctr| {
+            let (link, name) =
+                find_in_container(&mut ctr, Some(rec), &owned)?.ok_or_else(|| {
+                    Error::internal(format!("{} not found in the container", rec.name))
+                })?;
+            move_out(&mut Netlink::new()?, ns, link.index, &name, Some(rec))
+        });
+        stranded.set(back.is_err());
+        back
+    });
     let link = ctr.link_by_name(ifname)?.ok_or_else(|| {
         Error::internal(format!(
             "{ifname:?} not found in netns {} after the move",
             ns.path().display()
         ))
     })?;
-    let index = link.index;
-    undo.push(format!("move {} back to the host", rec.name), move || {
-        let mut host = Netlink::new()?;
-        move_out(&mut host, ns, index, &rec.name, Some(rec))
-    });
-    ctr.set_up(index)
+    ctr.set_up(link.index)
         .with_context(|| format!("failed to set {ifname:?} up"))?;
-    Ok(ctr.link_by_index(index)?.unwrap_or(link))
+    Ok(ctr.link_by_index(link.index)?.unwrap_or(link))
 }
 
 /// DEL: the moved device in the container, found by the record (its index,
@@ -197,11 +213,6 @@ pub fn restore_on_host(host: &mut Netlink, rec: &Record) -> Result<bool> {
         }
     };
     let Some(dev) = by_alias.or_else(by_mac).cloned() else {
-        log::info(format_args!(
-            "{} is neither in the container nor on this host: a virtual device is destroyed with its \
-             namespace, a physical one returns to the initial namespace",
-            rec.name
-        ));
         return Ok(false);
     };
     if dev.name != rec.name {
@@ -222,4 +233,23 @@ pub fn restore_on_host(host: &mut Netlink, rec: &Record) -> Result<bool> {
     let dev = host.link_by_index(dev.index)?.unwrap_or(dev);
     restore(host, &dev, Some(rec))?;
     Ok(true)
+}
+
+/// DEL with the container's namespace gone: [`restore_on_host`], given a
+/// physical device (no link kind) time to come back. The kernel returns
+/// the physical devices of a destroyed namespace from a work queue, after
+/// the runtime's delete has returned; virtual ones are destroyed with it.
+pub fn restore_after_netns(host: &mut Netlink, rec: &Record) -> Result<bool> {
+    let waits: &[u64] = if rec.kind.is_none() {
+        &[0, 10, 20, 50, 100, 200, 400]
+    } else {
+        &[0]
+    };
+    for &ms in waits {
+        sleep(Duration::from_millis(ms));
+        if restore_on_host(host, rec)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

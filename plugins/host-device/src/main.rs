@@ -15,6 +15,8 @@ mod config;
 mod device;
 mod record;
 
+use std::cell::Cell;
+
 use nuage_core::netlink::{MacAddr, Netlink};
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
@@ -60,6 +62,9 @@ impl Plugin for HostDevice {
             Some(device::snapshot(&dev, &a.container_id, &a.ifname))
         };
 
+        // Set when a rollback could not give the device back: its record
+        // stays, for DEL and GC to finish the job.
+        let stranded = Cell::new(false);
         let mut undo = Undo::new();
         let mut result = CniResult {
             cni_version: a.conf.cni_version.clone(),
@@ -73,8 +78,18 @@ impl Plugin for HostDevice {
         if let Some(r) = &rec {
             // Recorded before the move: whatever happens next, DEL finds it.
             store.write(&att, r)?;
-            undo.push("device record", || store.remove(&att));
-            let moved = device::move_in(&mut host, &mut ctr, &ns, r, &a.ifname, &mut undo)?;
+            undo.push("device record", || {
+                if stranded.get() {
+                    log::warn(format_args!(
+                        "{} could not be given back: its record stays for DEL and GC",
+                        r.name
+                    ));
+                    return Ok(());
+                }
+                store.remove(&att)
+            });
+            let moved =
+                device::move_in(&mut host, &mut ctr, &ns, r, &a.ifname, &stranded, &mut undo)?;
             store.write(
                 &att,
                 &record::Record {
@@ -112,34 +127,62 @@ impl Plugin for HostDevice {
         let store = Store::new(&conf.data_dir, &a.conf.name);
         let att = a.attachment();
         let mut errs = Errors::new();
+        let rec = store.read(&att);
+        let mut host = Netlink::new()?;
+        // The record goes only once the device is accounted for: back on
+        // the host, or known to be out of reach. On any error it stays, for
+        // a retried DEL or GC to give the device back.
+        let mut settled = false;
+        match a.open_netns_for_del() {
+            Err(e) => errs.push(e),
+            Ok(Some(ns)) => {
+                let found = Netlink::in_netns(&ns).and_then(|mut ctr| {
+                    device::find_in_container(&mut ctr, rec.as_ref(), &a.ifname)
+                });
+                match found {
+                    Err(e) => errs.push(e),
+                    Ok(Some((link, name))) => {
+                        match device::move_out(&mut host, &ns, link.index, &name, rec.as_ref()) {
+                            Ok(()) => settled = true,
+                            Err(e) => errs.push(e),
+                        }
+                    }
+                    // Not in the container: back on the host already (a
+                    // repeated DEL), or moved away by someone else.
+                    Ok(None) => match &rec {
+                        None => settled = true,
+                        Some(rec) => match device::restore_on_host(&mut host, rec) {
+                            Ok(_) => settled = true,
+                            Err(e) => errs.push(e),
+                        },
+                    },
+                }
+            }
+            // The namespace is gone: a physical device returns from it to
+            // the initial namespace (this one, on a real host) shortly
+            // after; a virtual one was destroyed with it.
+            Ok(None) => match &rec {
+                None => settled = true,
+                Some(rec) => match device::restore_after_netns(&mut host, rec) {
+                    Ok(true) => settled = true,
+                    Ok(false) if rec.kind.is_some() => settled = true,
+                    Ok(false) => log::warn(format_args!(
+                        "{} is not back on this host yet: its record stays for a later DEL or GC",
+                        rec.name
+                    )),
+                    Err(e) => errs.push(e),
+                },
+            },
+        }
+        if settled {
+            errs.collect(store.remove(&att));
+        }
         // Unlike the reference, also without a netns: the lease is the host's.
+        // Released after the device left the container, which still held
+        // the address until then.
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
         }
-        let rec = store.read(&att);
-        let mut host = Netlink::new()?;
-        let ns = errs.collect(a.open_netns_for_del()).flatten();
-        let mut given_back = false;
-        if let Some(ns) = &ns {
-            let found = Netlink::in_netns(ns)
-                .and_then(|mut ctr| device::find_in_container(&mut ctr, rec.as_ref(), &a.ifname));
-            if let Some(Some((link, name))) = errs.collect(found) {
-                match device::move_out(&mut host, ns, link.index, &name, rec.as_ref()) {
-                    Ok(()) => given_back = true,
-                    // Keep the record: a retried DEL tries again.
-                    Err(e) => {
-                        errs.push(e);
-                        return errs.into_result();
-                    }
-                }
-            }
-        }
-        if let Some(rec) = &rec {
-            if !given_back {
-                errs.collect(device::restore_on_host(&mut host, rec));
-            }
-        }
-        errs.collect(store.remove(&att));
         errs.into_result()
     }
 
@@ -195,7 +238,12 @@ impl Plugin for HostDevice {
                     "GC: {} of {}/{} is stale",
                     rec.name, rec.container_id, rec.ifname
                 ));
-                errs.collect(device::restore_on_host(&mut host, &rec));
+                if errs.collect(device::restore_on_host(&mut host, &rec)) == Some(false) {
+                    log::info(format_args!(
+                        "GC: {} is not on this host (a virtual device is destroyed with its namespace)",
+                        rec.name
+                    ));
+                }
                 errs.collect(record::remove_path(&path));
             }
         }

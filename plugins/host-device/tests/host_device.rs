@@ -339,6 +339,30 @@ fn del_finds_the_device_the_container_renamed() {
     assert!(leases(&host, NET).is_empty());
 }
 
+/// A DEL that cannot look into the container fails and keeps the record:
+/// the device is still there, under a name only the record knows.
+#[test]
+fn a_del_that_cannot_reach_the_container_keeps_the_record() {
+    let (host, _lan) = setup("hd-unreached");
+    let mac = mac_of(&host);
+    let c = conf("1.0.0", json!({}));
+    let ctr = host.container("c");
+    add(&host, &ctr, &c);
+    ctr.ip(&["link", "set", "eth0", "down"]);
+    ctr.ip(&["link", "set", "eth0", "name", "net9"]);
+    let bogus = std::env::temp_dir().join(format!("nuage-hd-not-a-netns-{}", std::process::id()));
+    std::fs::write(&bogus, "not a namespace").unwrap();
+    let out = cni(&host, &ours(), "DEL", "c1", bogus.to_str(), &c, &[]);
+    std::fs::remove_file(&bogus).unwrap();
+    out.assert_failure();
+    assert_eq!(records(&host), 1, "the record outlives a failed DEL");
+    assert!(ctr.link("net9").is_some());
+    del(&host, Some(ctr.path_str()), &c);
+    assert_home(&host, &mac);
+    assert_eq!(records(&host), 0);
+    assert!(leases(&host, NET).is_empty());
+}
+
 #[test]
 fn del_when_the_name_is_taken_on_the_host() {
     let (host, lan) = setup("hd-taken");
