@@ -189,7 +189,16 @@ impl Store {
             }
             r => r?,
         };
-        let boot = read_small(Path::new(BOOT_ID)).unwrap_or_default();
+        // Without a boot id, a value no index was sealed with: every open
+        // rebuilds rather than trust an index that may predate a reboot.
+        let boot = read_small(Path::new(BOOT_ID)).unwrap_or_else(|_| {
+            format!(
+                "unknown-{}-{:?}",
+                std::process::id(),
+                std::time::Instant::now()
+            )
+            .into_bytes()
+        });
         let mut store = Store {
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -303,7 +312,14 @@ impl Store {
         }
         let text = ip.to_string().into_bytes();
         let last = self.dir.join(format!("{LAST_PREFIX}{set}"));
-        rewrite_small(&last, &text, self.last.get(set).map(Vec::len))?;
+        if let Err(e) = rewrite_small(&last, &text, self.last.get(set).map(Vec::len)) {
+            // Not reserved after all: the caller's rollback knows only the
+            // addresses reserved before this one.
+            if remove(&target).is_err() {
+                self.abandon();
+            }
+            return Err(e);
+        }
         match set.cmp(&self.last.len()) {
             std::cmp::Ordering::Less => self.last[set] = text,
             std::cmp::Ordering::Equal => self.last.push(text),
@@ -509,6 +525,7 @@ impl Store {
         if !self.dirty || self.abandoned {
             return Ok(());
         }
+        self.pin_mtime();
         let fp = self.fingerprint()?;
         self.index.seal(&fp)?;
         self.dirty = false;
@@ -551,6 +568,44 @@ impl Store {
         }
         s.push_str("end\n");
         Ok(s)
+    }
+
+    /// Sets the directory's mtime 1 ns back before it goes into the
+    /// fingerprint. Kernel quirk: before 6.13's multigrain timestamps, a
+    /// directory's mtime comes from a clock that moves once per tick, so a
+    /// lease created by another writer (the reference `host-local`) in the
+    /// tick of our last change would leave it as it is and the fingerprint
+    /// blind to it. The kernel never sets a time before the current tick, so
+    /// any later change moves a time set back. Best effort: without it the
+    /// index is as safe as before, for all but that race.
+    ///
+    /// Equivalent to: `touch -m -d @<mtime - 1 ns> <dir>`
+    fn pin_mtime(&self) {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let pinned = fs::metadata(&self.dir).map(|md| {
+            let (sec, nsec) = (md.mtime(), md.mtime_nsec());
+            match nsec {
+                0 => TimeSpec::new(sec - 1, 999_999_999),
+                n => TimeSpec::new(sec, n - 1),
+            }
+        });
+        let set = pinned.and_then(|mtime| {
+            utimensat(
+                AT_FDCWD,
+                &self.dir,
+                &TimeSpec::UTIME_OMIT,
+                &mtime,
+                UtimensatFlags::FollowSymlink,
+            )
+            .map_err(std::io::Error::from)
+        });
+        if let Err(e) = set {
+            log::debug(format_args!(
+                "set the mtime of {} back: {e}",
+                self.dir.display()
+            ));
+        }
     }
 
     /// Spoils the fingerprint (in place) before the first change of this
@@ -619,27 +674,42 @@ fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Replaces a small file's content in place (no truncation to zero, which
-/// makes ext4 start writeback on close); `old_len` is the current length
-/// when known (saves a `stat`).
+/// Replaces a small file's content: in place when it does not shrink (one
+/// `pwrite`, and no truncation to zero, which makes ext4 start writeback on
+/// close); through a temporary file renamed over it when it does, since a
+/// write then a truncate killed in between would leave the new text with
+/// the old one's tail (`10.0.0.2` over `10.0.0.254`). `old_len` is the
+/// current length when known (saves a `stat`).
 fn rewrite_small(path: &Path, data: &[u8], old_len: Option<usize>) -> Result<()> {
     let io = |e| Error::os(format!("write {}", path.display()), e);
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all_at(data, 0).map_err(io)?;
-    let old_len = match old_len {
-        Some(n) => n as u64,
-        None => f.metadata().map_err(io)?.len(),
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
     };
-    if old_len > data.len() as u64 {
-        f.set_len(data.len() as u64).map_err(io)?;
+    let shrinks = |old: u64| old > data.len() as u64;
+    if !old_len.is_some_and(|n| shrinks(n as u64)) {
+        let f = open(path).map_err(io)?;
+        let old = match old_len {
+            Some(n) => n as u64,
+            None => f.metadata().map_err(io)?.len(),
+        };
+        if !shrinks(old) {
+            return f.write_all_at(data, 0).map_err(io);
+        }
     }
-    Ok(())
+    let tmp = path.with_file_name(format!("{TMP_PREFIX}last.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    open(&tmp)
+        .and_then(|f| f.write_all_at(data, 0))
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io(e)
+        })
 }
 
 /// Removes a file; `false` when it was already gone.
@@ -693,6 +763,78 @@ mod tests {
             s.record(id, ifname, &[ip(addr)]).unwrap();
         }
         ok
+    }
+
+    /// Kernel quirk of [`Store::pin_mtime`]: another writer's lease created
+    /// in the clock tick of our last change (so the directory keeps the
+    /// kernel's mtime of that change) is still seen by the next open.
+    #[test]
+    fn a_change_in_the_tick_of_our_commit_is_seen() {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        let t = TempDir::new("tick");
+        let dir = t.0.join("net1");
+        let mut s = Store::open(&dir).unwrap();
+        assert!(reserve(&mut s, "c1", "eth0", "10.0.0.2"));
+        let md = fs::metadata(&dir).unwrap();
+        let kernel = TimeSpec::new(md.mtime(), md.mtime_nsec());
+        s.commit().unwrap();
+        drop(s);
+        // The reference host-local adds a lease; a coarse clock leaves the
+        // directory's mtime where the kernel set it for our change.
+        fs::write(dir.join("10.0.0.3"), "c9\r\neth0").unwrap();
+        utimensat(
+            AT_FDCWD,
+            &dir,
+            &TimeSpec::UTIME_OMIT,
+            &kernel,
+            UtimensatFlags::FollowSymlink,
+        )
+        .unwrap();
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.held_by("c9", "eth0").unwrap(), [ip("10.0.0.3")]);
+    }
+
+    /// `last_reserved_ip` is replaced whole when it shrinks (wrap-around):
+    /// no tail of the longer old address is left, even for a moment.
+    #[test]
+    fn a_shorter_hint_replaces_the_file() {
+        let t = TempDir::new("shrink");
+        let dir = t.0.join("net1");
+        let mut s = Store::open(&dir).unwrap();
+        assert!(reserve(&mut s, "c1", "eth0", "10.0.0.254"));
+        let before = fs::metadata(dir.join("last_reserved_ip.0")).unwrap().ino();
+        assert!(reserve(&mut s, "c2", "eth0", "10.0.0.2"));
+        s.commit().unwrap();
+        let last = dir.join("last_reserved_ip.0");
+        assert_eq!(fs::read(&last).unwrap(), b"10.0.0.2");
+        assert_ne!(fs::metadata(&last).unwrap().ino(), before, "renamed over");
+        // Growing again is in place.
+        let ino = fs::metadata(&last).unwrap().ino();
+        assert!(reserve(&mut s, "c3", "eth0", "10.0.0.30"));
+        assert_eq!(fs::read(&last).unwrap(), b"10.0.0.30");
+        assert_eq!(fs::metadata(&last).unwrap().ino(), ino);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
+            "{names:?}"
+        );
+    }
+
+    /// A reservation whose `last_reserved_ip` cannot be written is undone:
+    /// the caller's rollback would not know its address.
+    #[test]
+    fn a_reservation_without_its_hint_is_undone() {
+        let t = TempDir::new("hint");
+        let dir = t.0.join("net1");
+        let mut s = Store::open(&dir).unwrap();
+        fs::create_dir(dir.join("last_reserved_ip.0")).unwrap();
+        let l = s.new_lease("c1", "eth0").unwrap();
+        assert!(s.try_reserve(&l, ip("10.0.0.2"), 0).is_err());
+        assert!(!dir.join("10.0.0.2").exists());
     }
 
     #[test]

@@ -75,6 +75,35 @@ fn add_check_del_lifecycle() {
     assert!(!t2.path().join("net1").exists());
 }
 
+/// An ADD that fails after reserving an address (here: the second range
+/// set's `last_reserved_ip.1` cannot be written) leaves no lease behind,
+/// and the index stays right: the retried ADD succeeds, and CHECK and DEL
+/// see its addresses.
+#[test]
+fn a_failing_add_leaves_no_lease() {
+    let t = TempDir::new("hintfail");
+    let c = conf(&t, "1.1.0");
+    let dir = t.path().join("net1");
+    assert!(Call::new(HOST_LOCAL, "ADD", "c0").run(&c).ok);
+    std::fs::remove_file(dir.join("last_reserved_ip.1")).unwrap();
+    std::fs::create_dir(dir.join("last_reserved_ip.1")).unwrap();
+    let out = Call::new(HOST_LOCAL, "ADD", "c1").run(&c);
+    assert!(!out.ok, "{out:?}");
+    assert_eq!(
+        leases(&dir).keys().collect::<Vec<_>>(),
+        ["10.10.0.2", "fd10::2"],
+        "only c0's leases"
+    );
+    assert!(Call::new(HOST_LOCAL, "DEL", "c1").run(&c).ok);
+    std::fs::remove_dir(dir.join("last_reserved_ip.1")).unwrap();
+    let again = Call::new(HOST_LOCAL, "ADD", "c1").run(&c);
+    assert!(again.ok, "{again:?}");
+    assert_eq!(leases(&dir).len(), 4);
+    assert!(Call::new(HOST_LOCAL, "CHECK", "c1").run(&c).ok);
+    assert!(Call::new(HOST_LOCAL, "DEL", "c1").run(&c).ok);
+    assert_eq!(leases(&dir).len(), 2);
+}
+
 #[test]
 fn results_in_every_version() {
     let t = TempDir::new("versions");
