@@ -5,11 +5,13 @@
 //! the `deviceID` capability), record its name and state, move it into the
 //! container under its new name, allocate addresses (in-process IPAM) and
 //! configure it. Every step is undone if a later one fails.
-//! DEL: release the addresses (also without a netns), find the device by its
-//! record (not by `CNI_IFNAME`, which the container may have renamed or
-//! reused) and give it back under its original name and state. Repeated DEL
-//! succeeds; a DEL that cannot give the device back fails, so that it is
-//! retried rather than the device lost.
+//! DEL: find the device by its record (not by `CNI_IFNAME`, which the
+//! container may have renamed or reused), give it back under its original
+//! name and state, then release the addresses (also without a netns).
+//! Repeated DEL succeeds; a DEL that cannot give the device back fails, so
+//! that it is retried rather than the device lost, and the record is kept
+//! until the device is accounted for (also when a physical device has not
+//! come back from a destroyed namespace yet: GC finishes the job).
 
 mod config;
 mod device;
