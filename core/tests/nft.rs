@@ -498,6 +498,42 @@ fn masq_del_is_idempotent_and_check_fails_after_it() {
     within(&ns, || masq::del(NET_A, &ips)).unwrap();
 }
 
+/// `nft::del` (a DEL whose addresses are known) takes only the attachment's
+/// own masquerade elements: after its address went to another container, a
+/// late or repeated DEL leaves that container's element. Long container IDs
+/// (hashed comments) are compared the same way.
+#[test]
+fn a_late_del_keeps_the_element_of_the_addresses_new_holder() {
+    require_root!();
+    let ns = fresh_ns();
+    let long = "f".repeat(200);
+    for (old, new) in [("c1", "c2"), (long.as_str(), "c3")] {
+        let ips = [ip("10.88.0.2"), ip("fd00:a::2")];
+        add_a(&ns, old, "10.88.0.2", "fd00:a::2");
+        within(&ns, || nft::del(NET_A, &att(old, "eth0"), &ips, None)).unwrap();
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert!(map_elems(&objs, "masq4").is_empty() && map_elems(&objs, "masq6").is_empty());
+        // The address goes to `new`; `old`'s DEL comes again.
+        add_a(&ns, new, "10.88.0.2", "fd00:a::2");
+        within(&ns, || nft::del(NET_A, &att(old, "eth0"), &ips, None)).unwrap();
+        within(&ns, || {
+            masq::check(NET_A, &subnets_a(), &ips, &att(new, "eth0"))
+        })
+        .unwrap_or_else(|e| panic!("{new}'s elements are gone: {e}"));
+        // Its own DEL takes them; missing elements, then a missing table,
+        // are no error.
+        within(&ns, || nft::del(NET_A, &att(new, "eth0"), &ips, None)).unwrap();
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert!(map_elems(&objs, "masq4").is_empty() && map_elems(&objs, "masq6").is_empty());
+        within(&ns, || nft::del(NET_A, &att(new, "eth0"), &ips, None)).unwrap();
+    }
+    nft_ok(&ns, &["delete", "table", "inet", "nuage"]);
+    within(&ns, || {
+        nft::del(NET_A, &att("c1", "eth0"), &[ip("10.88.0.2")], None)
+    })
+    .unwrap();
+}
+
 #[test]
 fn masq_gc_removes_only_stale_attachments_of_its_network() {
     require_root!();

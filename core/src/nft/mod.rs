@@ -169,18 +169,27 @@ thread_local! {
 
 /// Deletes the masquerade of `ips` and the spoof check of `port` with each
 /// of its `macs` (both optional), in one transaction over netlink: the
-/// DEL of an attachment whose addresses and port are known. Idempotent, as
-/// [`masq::del`] and [`spoofchk::del`].
+/// DEL of attachment `att` whose addresses and port are known. A
+/// masquerade element is deleted only if it is `att`'s (by its comment): a
+/// late or repeated DEL must not take the element of a container that got
+/// the address since. Idempotent, as [`masq::del`] and [`spoofchk::del`].
 ///
-/// Equivalent to `nft -f -` with the `destroy element` lines of
-/// [`masq::del`] and [`spoofchk::del`].
-pub fn del(network: &str, ips: &[IpAddr], spoof: Option<(&str, &[[u8; 6]])>) -> Result<()> {
-    let mut dels = masq::dels(ips);
+/// Equivalent to `nft get element` of each address, then `nft -f -` with
+/// the `destroy element` lines of [`masq::del`] (for `att`'s elements) and
+/// [`spoofchk::del`].
+pub fn del(
+    network: &str,
+    att: &Attachment,
+    ips: &[IpAddr],
+    spoof: Option<(&str, &[[u8; 6]])>,
+) -> Result<()> {
+    let mut other = Vec::new();
     if let Some((port, macs)) = spoof {
-        dels.extend(spoofchk::dels(port, macs)?);
+        other.extend(spoofchk::dels(port, macs)?);
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
-    nfnl::delete(&dels, &op)
+    let comment = attachment_comment(network, att);
+    nfnl::delete_commented(&masq::dels(ips), &comment, &other, &op)
 }
 
 /// The comment of an element added for `att` on `network`:

@@ -53,8 +53,8 @@ use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
 use nix::sys::time::TimeVal;
 
 use super::{mac_string, TABLE};
-use crate::netlink::nla::{ack_message, ack_tlvs, u16_at, u32_at, NLMSG_HDRLEN};
-use crate::{Code, Error, Errors, Result};
+use crate::netlink::nla::{ack_message, ack_tlvs, attrs, u16_at, u32_at, NLMSG_HDRLEN};
+use crate::{log, Code, Error, Errors, Result};
 
 // <linux/netlink.h>
 const NLMSG_ERROR: u16 = 2;
@@ -71,6 +71,7 @@ const NFNL_MSG_BATCH_END: u16 = 17;
 
 // <linux/netfilter/nf_tables.h>
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 /// Linux 6.3: like DELSETELEM, a missing element is not an error.
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
@@ -536,6 +537,67 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The comment of element `key` of `set`: `None` when there is no such
+    /// element (or set, or table), `Some(None)` when it has no comment.
+    ///
+    /// Equivalent to `nft get element <family> nuage <set> { <key> }`
+    fn comment_of(&mut self, del: &Del, op: &str) -> Result<Option<Option<String>>> {
+        let (family, set, key) = del;
+        let fail = |what: &str, e: io::Error| Error::os(format_args!("nfnl: {op}: {what}"), e);
+        let seq = self.seq.wrapping_add(1);
+        self.seq = seq;
+        let mut buf = Vec::with_capacity(128);
+        let ty = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM;
+        let start = begin_msg(&mut buf, ty, NLM_F_REQUEST | NLM_F_ACK, seq);
+        put_nfgenmsg(&mut buf, nfproto(*family), 0);
+        put_str(&mut buf, NFTA_SET_ELEM_LIST_TABLE, TABLE);
+        put_str(&mut buf, NFTA_SET_ELEM_LIST_SET, set);
+        let list = begin_nest(&mut buf, NFTA_SET_ELEM_LIST_ELEMENTS);
+        let elem = begin_nest(&mut buf, NFTA_LIST_ELEM);
+        let k = begin_nest(&mut buf, NFTA_SET_ELEM_KEY);
+        put_attr(&mut buf, NFTA_DATA_VALUE, &key.bytes);
+        end_nest(&mut buf, k);
+        end_nest(&mut buf, elem);
+        end_nest(&mut buf, list);
+        end_msg(&mut buf, start);
+        self.sock.send(&buf, 0).map_err(|e| fail("send a get", e))?;
+        // The element (NFT_MSG_NEWSETELEM), then the ACK; or an error.
+        let mut found = None;
+        loop {
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail("receive the element", e)),
+            }
+            for m in messages(&self.buf).into_iter().filter(|m| m.seq == seq) {
+                if m.ty == ty & 0xff00 | NFT_MSG_NEWSETELEM {
+                    found = Some(element_comment(m.payload));
+                    continue;
+                }
+                if m.ty != NLMSG_ERROR {
+                    continue;
+                }
+                return match u32_at(m.payload, 0).map(|c| -(c as i32)) {
+                    Some(0) => Ok(found),
+                    Some(libc::ENOENT) => Ok(None),
+                    Some(errno) => {
+                        let msg = ack_message(ack_tlvs(m.flags, &m.payload[4..]));
+                        let what = format!(
+                            "get element {} {TABLE} {set} {{ {} }}",
+                            family_name(*family),
+                            key.text
+                        );
+                        Err(kernel_error(op, &what, errno, msg))
+                    }
+                    None => Err(Error::internal(format!("nfnl: {op}: a truncated answer"))),
+                };
+            }
+        }
+    }
+}
+
 /// One NLMSG_ERROR answer: the sequence number it answers, its errno
 /// (positive, 0 for an ACK) and the extended ACK's message.
 struct Ack {
@@ -544,8 +606,17 @@ struct Ack {
     msg: Option<String>,
 }
 
-/// The NLMSG_ERROR messages of a datagram.
-fn acks(datagram: &[u8]) -> Vec<Ack> {
+/// One netlink message of a datagram: type, flags, sequence number and
+/// payload (after the header).
+struct Message<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    payload: &'a [u8],
+}
+
+/// The messages of a datagram; stops at the first malformed one.
+fn messages(datagram: &[u8]) -> Vec<Message<'_>> {
     let mut out = Vec::new();
     let mut off = 0;
     while let (Some(len), Some(ty), Some(flags), Some(seq)) = (
@@ -558,21 +629,55 @@ fn acks(datagram: &[u8]) -> Vec<Ack> {
         if len < NLMSG_HDRLEN || off + len > datagram.len() {
             break;
         }
-        let payload = &datagram[off + NLMSG_HDRLEN..off + len];
-        off += (len + 3) & !3;
-        if ty != NLMSG_ERROR {
-            continue;
-        }
-        let Some(code) = u32_at(payload, 0) else {
-            continue;
-        };
-        out.push(Ack {
+        out.push(Message {
+            ty,
+            flags,
             seq,
-            errno: -(code as i32),
-            msg: ack_message(ack_tlvs(flags, &payload[4..])),
+            payload: &datagram[off + NLMSG_HDRLEN..off + len],
         });
+        off += (len + 3) & !3;
     }
     out
+}
+
+/// The NLMSG_ERROR messages of a datagram.
+fn acks(datagram: &[u8]) -> Vec<Ack> {
+    messages(datagram)
+        .into_iter()
+        .filter(|m| m.ty == NLMSG_ERROR)
+        .filter_map(|m| {
+            let code = u32_at(m.payload, 0)?;
+            Some(Ack {
+                seq: m.seq,
+                errno: -(code as i32),
+                msg: ack_message(ack_tlvs(m.flags, &m.payload[4..])),
+            })
+        })
+        .collect()
+}
+
+/// The comment of the first element in an NFT_MSG_NEWSETELEM payload
+/// (after its `nfgenmsg`): `None` when it has none.
+fn element_comment(payload: &[u8]) -> Option<String> {
+    let nested = |buf: &[u8], kind: u16| {
+        attrs(buf)
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| v.to_vec())
+    };
+    let list = nested(payload.get(4..)?, NFTA_SET_ELEM_LIST_ELEMENTS)?;
+    let elem = nested(&list, NFTA_LIST_ELEM)?;
+    let udata = nested(&elem, NFTA_SET_ELEM_USERDATA)?;
+    // libnftnl TLVs: type (1 byte), length (1 byte), value.
+    let mut rest = &udata[..];
+    while let [ty, len, tail @ ..] = rest {
+        let value = tail.get(..usize::from(*len))?;
+        if *ty == NFTNL_UDATA_SET_ELEM_COMMENT {
+            let text = String::from_utf8_lossy(value);
+            return Some(text.trim_end_matches('\0').to_string());
+        }
+        rest = &tail[usize::from(*len)..];
+    }
+    None
 }
 
 fn kernel_error(op: &str, what: &str, errno: i32, msg: Option<String>) -> Error {
@@ -645,10 +750,51 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
     if dels.is_empty() {
         return Ok(());
     }
+    delete_on(&mut Conn::open(op)?, dels, op)
+}
+
+/// [`delete`] of `others`, and of those of `checked` whose element carries
+/// `comment`; an element of the same key with another comment, or none, is
+/// another attachment's (its address was released and handed out again
+/// before this late or repeated DEL) and stays. One socket for the reads
+/// and the deletion, one transaction.
+///
+/// Equivalent to `nft get element ...` for each of `checked`, then
+/// [`delete`].
+pub(crate) fn delete_commented(
+    checked: &[Del],
+    comment: &str,
+    others: &[Del],
+    op: &str,
+) -> Result<()> {
+    if checked.is_empty() && others.is_empty() {
+        return Ok(());
+    }
     let mut conn = Conn::open(op)?;
+    let mut mine = others.to_vec();
+    for d in checked {
+        match conn.comment_of(d, op)? {
+            Some(Some(c)) if c == comment => mine.push(d.clone()),
+            Some(other) => log::info(format_args!(
+                "nfnl: {op}: {} in {} {TABLE} {} belongs to {:?}, not {comment:?}: kept",
+                d.2.text,
+                family_name(d.0),
+                d.1,
+                other.unwrap_or_default()
+            )),
+            None => {}
+        }
+    }
+    if mine.is_empty() {
+        return Ok(());
+    }
+    delete_on(&mut conn, &mine, op)
+}
+
+fn delete_on(conn: &mut Conn, dels: &[Del], op: &str) -> Result<()> {
     let simulated = SIMULATE_NO_DESTROY.with(Cell::get);
     if !simulated && NO_DESTROY.load(Ordering::Relaxed) {
-        return delete_each(&mut conn, dels, op);
+        return delete_each(conn, dels, op);
     }
     let b = batch(Op::Destroy, dels);
     match conn.commit(&b, op) {
@@ -673,7 +819,7 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
         Err(e) if matches!(e.errno, Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
             // Or an EINVAL of the elements themselves, which `delete` then
             // reports: remember only a kernel that took `delete`.
-            let r = delete_each(&mut conn, dels, op);
+            let r = delete_each(conn, dels, op);
             if r.is_ok() && !simulated {
                 NO_DESTROY.store(true, Ordering::Relaxed);
             }

@@ -206,7 +206,7 @@ impl Plugin for Bridge {
             .filter(|_| conf.br.macspoofchk && !macs.is_empty())
             .map(|p| (p, &macs[..]));
         if !masq_ips.is_empty() || spoof.is_some() {
-            errs.collect(nft::del(net, masq_ips, spoof));
+            errs.collect(nft::del(net, &att, masq_ips, spoof));
         }
         if conf.br.ip_masq && ips.is_empty() {
             errs.collect(nft::masq::del_attachment(net, &att));

@@ -133,6 +133,31 @@ fn del_after_the_netns_is_gone_releases_everything() {
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
 }
 
+/// A DEL repeated after the address went to another container (the
+/// runtime may repeat a DEL) leaves that container's masquerade: the
+/// element is deleted only when its comment names the DEL's attachment.
+#[test]
+fn a_late_del_leaves_the_masquerade_of_the_addresses_new_holder() {
+    let host = setup("life-late-del");
+    let mut c = full(&host, "1.0.0");
+    // A range of one address: B gets A's.
+    c["ipam"]["rangeStart"] = json!("10.90.0.5");
+    c["ipam"]["rangeEnd"] = json!("10.90.0.5");
+    let a = host.container("a");
+    let ra = add(&host, &a, "a", &c);
+    let a_path = a.path_str().to_string();
+    drop(a);
+    del(&host, Some(&a_path), "a", &with_prev(&c, &ra));
+    let b = host.container("b");
+    let rb = add(&host, &b, "b", &c);
+    assert_eq!(rb["ips"][0]["address"], ra["ips"][0]["address"]);
+    del(&host, Some(&a_path), "a", &with_prev(&c, &ra));
+    check(&host, &b, "b", &c, &rb).assert_success();
+    assert_attachment_present(&host, "b", &rb);
+    del(&host, Some(b.path_str()), "b", &with_prev(&c, &rb));
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+}
+
 #[test]
 fn del_with_the_veth_already_deleted() {
     let host = setup("life-del-noveth");
