@@ -134,6 +134,13 @@ impl CniResult {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => default_version.to_string(),
         };
+        // Read as another version's, its fields would be dropped unseen.
+        if !version::ALL.contains(&cni_version.as_str()) {
+            return Err(Error::decode(format!(
+                "result cniVersion {cni_version:?} is not a CNI result version: one of {} is expected",
+                version::ALL.join(", ")
+            )));
+        }
         let field = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
         let decode =
             |what: &str, e: serde_json::Error| Error::decode(format!("result {what}: {e}"));
@@ -379,5 +386,19 @@ mod tests {
     fn rejects_bad_interface_index() {
         let v = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "interface": 3}]});
         assert!(CniResult::from_json(&v, "1.0.0").is_err());
+    }
+
+    /// A result of a version we do not know is refused, not read as an
+    /// 0.2.0 one (which would drop its interfaces, ips and routes).
+    #[test]
+    fn rejects_unknown_result_versions() {
+        for bad in ["1.0", "abc", "1.2.0", "v1.0.0"] {
+            let v = json!({"cniVersion": bad, "ips": [{"address": "10.0.0.2/24"}]});
+            let e = CniResult::from_json(&v, "1.0.0").unwrap_err();
+            assert_eq!(e.code, crate::Code::Decode, "{bad}");
+            assert!(e.msg.contains(&format!("{bad:?}")), "{e}");
+        }
+        let v = json!({"ips": [{"address": "10.0.0.2/24"}]});
+        assert_eq!(CniResult::from_json(&v, "1.0.0").unwrap().ips.len(), 1);
     }
 }

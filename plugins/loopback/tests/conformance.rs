@@ -355,19 +355,25 @@ fn invalid_prev_result_is_refused_before_touching_the_container() {
     require_root();
     let host = Host::new("lo-badprev");
     let ctr = host.container("c");
-    let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "banana"}]});
-    let out = Env::new("ADD", ctr.path_str()).run(&host, &with_prev("1.0.0", &prev));
-    out.assert_failure();
-    let e = out.expect_json();
-    assert_eq!(
-        e["code"], 6,
-        "a prevResult that does not decode is code 6:\n{out}"
-    );
-    assert!(
-        e["msg"].as_str().unwrap().contains("banana"),
-        "the message names the bad value:\n{out}"
-    );
-    assert!(!ctr.link_is_up("lo"), "nothing done on a bad request");
+    // A bad address; a result version that does not exist (read as an
+    // old one, its ips and interfaces would be dropped from the chain).
+    let bad_ip = json!({"cniVersion": "1.0.0", "ips": [{"address": "banana"}]});
+    let bad_version = json!({"cniVersion": "1.0", "interfaces": [{"name": "eth0"}],
+                             "ips": [{"interface": 0, "address": "10.0.0.2/24"}]});
+    for (prev, named) in [(bad_ip, "banana"), (bad_version, "\"1.0\"")] {
+        let out = Env::new("ADD", ctr.path_str()).run(&host, &with_prev("1.0.0", &prev));
+        out.assert_failure();
+        let e = out.expect_json();
+        assert_eq!(
+            e["code"], 6,
+            "a prevResult that does not decode is code 6:\n{out}"
+        );
+        assert!(
+            e["msg"].as_str().unwrap().contains(named),
+            "the message names the bad value:\n{out}"
+        );
+        assert!(!ctr.link_is_up("lo"), "nothing done on a bad request");
+    }
 }
 
 // ---------------------------------------------------------------------------
