@@ -156,7 +156,7 @@ fn del_unused_bridge(name: &str) -> Result<()> {
     let Some(br) = nl.link_by_name(name)? else {
         return Ok(());
     };
-    if nl.links()?.iter().any(|l| l.controller == Some(br.index)) {
+    if !nl.ports_of(br.index)?.is_empty() {
         log::info(format_args!(
             "bridge {name} kept: another container joined it"
         ));

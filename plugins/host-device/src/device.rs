@@ -196,6 +196,20 @@ fn restore(host: &mut Netlink, dev: &Link, rec: Option<&Record>) -> Result<()> {
 /// if it came back to this namespace on its own, give it its name and
 /// state back. Returns whether it was found.
 pub fn restore_on_host(host: &mut Netlink, rec: &Record) -> Result<bool> {
+    let ours = |l: &Link| {
+        l.kind == rec.kind
+            && (l.alias.as_deref() == Some(rec.name.as_str())
+                || rec.mac.is_some() && l.mac.map(|m| MacAddr(m).to_string()) == rec.mac)
+    };
+    // Where it usually is, without a dump of every link (which a busy host
+    // interrupts): at its old index (kept when free) or under its name.
+    let mut direct = host.link_by_index(rec.host_index)?.filter(ours);
+    if direct.is_none() {
+        direct = host.link_by_name(&rec.name)?.filter(ours);
+    }
+    if let Some(dev) = direct {
+        return restore_found(host, rec, dev).map(|()| true);
+    }
     let links = host.links()?;
     let by_alias = links
         .iter()
@@ -215,6 +229,12 @@ pub fn restore_on_host(host: &mut Netlink, rec: &Record) -> Result<bool> {
     let Some(dev) = by_alias.or_else(by_mac).cloned() else {
         return Ok(false);
     };
+    restore_found(host, rec, dev).map(|()| true)
+}
+
+/// [`restore_on_host`] of `dev`, found: its name back unless taken, then
+/// its recorded state.
+fn restore_found(host: &mut Netlink, rec: &Record, dev: Link) -> Result<()> {
     if dev.name != rec.name {
         if host.link_by_name(&rec.name)?.is_some() {
             log::warn(format_args!(
@@ -231,8 +251,7 @@ pub fn restore_on_host(host: &mut Netlink, rec: &Record) -> Result<bool> {
         }
     }
     let dev = host.link_by_index(dev.index)?.unwrap_or(dev);
-    restore(host, &dev, Some(rec))?;
-    Ok(true)
+    restore(host, &dev, Some(rec))
 }
 
 /// DEL with the container's namespace gone: [`restore_on_host`], given a
