@@ -358,6 +358,33 @@ pub(crate) fn dels(ips: &[IpAddr]) -> Vec<nfnl::Del> {
         .collect()
 }
 
+/// Whether ADD gives `ip` a masquerade element: not loopback, not
+/// link-local (`fe80::/10`, `169.254.0.0/16`: never routed off the link).
+pub fn is_masqueraded(ip: &IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    !ip.is_loopback() && !link_local
+}
+
+/// The DEL of `att`'s masquerade: its elements among `ips` (what the DEL
+/// knows: `prevResult`, the container's addresses), each deleted only if
+/// its comment names `att` (see [`super::del`]); with no address known,
+/// those whose comment names `att` in a listing ([`del_attachment`]).
+///
+/// Equivalent to `nft get element` then `nft destroy element` of each of
+/// `ips`, or [`del_attachment`]
+pub fn del_for(network: &str, att: &Attachment, ips: &[IpAddr]) -> Result<()> {
+    let mut ips: Vec<IpAddr> = ips.iter().copied().filter(is_masqueraded).collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        return del_attachment(network, att);
+    }
+    super::del(network, att, &ips, None)
+}
+
 /// Stops masquerading for whatever `att` has on `network`, found by the
 /// element comments: the DEL path when neither the container's addresses
 /// nor a `prevResult` are known (the netns is gone and the runtime lost its

@@ -192,7 +192,7 @@ impl Plugin for Bridge {
             }));
         }
         // Only global addresses were masqueraded (not fe80::/10).
-        ips.retain(|ip| !ip.is_loopback() && !is_link_local(ip));
+        ips.retain(nft::masq::is_masqueraded);
         ips.sort();
         ips.dedup();
         // Firewall entries go before the addresses return to IPAM: a
@@ -297,13 +297,6 @@ fn iface(name: &str, mac: Option<[u8; 6]>, sandbox: &str) -> Interface {
         mac: mac_string(mac),
         sandbox: sandbox.to_string(),
         ..Default::default()
-    }
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 

@@ -96,16 +96,39 @@ impl Plugin for Ptp {
     fn del(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
         let mut errs = Errors::new();
+        let ns = errs.collect(a.open_netns_for_del()).flatten();
         // Before the addresses go back to IPAM (another container could get
-        // them), and found by this attachment's element comments: no need
-        // for prevResult or the netns.
+        // them): the elements of the addresses this DEL knows (prevResult,
+        // the container's), each only if it is this attachment's; with none
+        // known, those found by comment in a listing.
         if conf.ip_masq {
-            errs.collect(nft::masq::del_attachment(&a.conf.name, &a.attachment()));
+            let mut ips: Vec<IpAddr> = a
+                .prev_result()
+                .ok()
+                .flatten()
+                .iter()
+                .flat_map(|p| p.ips.iter().map(|ip| ip.address.ip()))
+                .collect();
+            if let Some(ns) = &ns {
+                let held = Netlink::in_netns(ns).and_then(|mut ctr| {
+                    match ctr.link_by_name(&a.ifname)? {
+                        Some(l) => ctr.addrs(Some(l.index)),
+                        None => Ok(Vec::new()),
+                    }
+                });
+                ips.extend(
+                    errs.collect(held)
+                        .into_iter()
+                        .flatten()
+                        .map(|x| x.address.ip()),
+                );
+            }
+            errs.collect(nft::masq::del_for(&a.conf.name, &a.attachment(), &ips));
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
         }
-        if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
+        if let Some(ns) = ns {
             // Deleting the container end deletes the host end, its gateway
             // addresses and the host routes through it.
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));

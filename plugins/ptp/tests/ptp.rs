@@ -356,6 +356,45 @@ fn del_is_idempotent_and_needs_no_netns() {
     });
 }
 
+/// A DEL repeated after the address went to another container leaves that
+/// container's masquerade (elements are deleted by address only when their
+/// comment names the DEL's attachment).
+#[test]
+fn a_late_del_leaves_the_masquerade_of_the_addresses_new_holder() {
+    let host = setup("ptp-late");
+    let c = conf(
+        "1.0.0",
+        json!({"ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.60.0.0/24",
+                                        "rangeStart": "10.60.0.5", "rangeEnd": "10.60.0.5"}}),
+    );
+    let a = host.container("a");
+    let ra = add(&host, &a, "ca", &c);
+    let path = a.path_str().to_string();
+    drop(a);
+    let a_prev = with_prev(&c, &ra);
+    del(&host, Some(&path), "ca", &a_prev);
+    let b = host.container("b");
+    let rb = add(&host, &b, "cb", &c);
+    assert_eq!(ip_of(&rb, 0), ip_of(&ra, 0));
+    del(&host, Some(&path), "ca", &a_prev);
+    let b_prev = with_prev(&c, &rb);
+    cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "cb",
+        Some(b.path_str()),
+        &b_prev,
+        &[],
+    )
+    .assert_success();
+    del(&host, Some(b.path_str()), "cb", &b_prev);
+    let map = host
+        .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
+        .stdout;
+    assert!(!map.contains(&ip_of(&rb, 0)), "{map}");
+}
+
 #[test]
 fn gc_and_status() {
     let host = setup("ptp-gc");
