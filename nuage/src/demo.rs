@@ -3,12 +3,16 @@
 
 use std::fmt::Display;
 use std::fs;
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nuage_core::netlink::{IpFamily, Netlink};
 use nuage_core::netns::NetNs;
 use nuage_core::{Error, Result};
@@ -83,8 +87,79 @@ impl Drop for Namespace {
     }
 }
 
-fn step(msg: impl Display) {
-    println!("==> {msg}");
+/// SIGINT, SIGTERM and SIGHUP, blocked and read from a signalfd at each
+/// step: the demo stops there and cleans up, instead of dying with its
+/// namespaces left (their default action).
+static SIGNALS: OnceLock<Mutex<SignalFd>> = OnceLock::new();
+
+fn catch_signals() {
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(sig);
+    }
+    // Before any thread starts: they inherit the mask.
+    if mask.thread_block().is_ok() {
+        if let Ok(fd) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        {
+            let _ = SIGNALS.set(Mutex::new(fd));
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    SIGNALS
+        .get()
+        .and_then(|m| m.lock().ok()?.read_signal().ok()?)
+        .is_some()
+}
+
+/// A line for the person watching. Output errors are ignored: with stdout
+/// closed (`nuage demo | head -1`) the demo still cleans up.
+fn say(line: impl Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// A step: announced, unless a signal asked the demo to stop.
+fn step(msg: impl Display) -> Result<()> {
+    if interrupted() {
+        return Err(Error::internal("interrupted: cleaning up"));
+    }
+    say(format_args!("==> {msg}"));
+    Ok(())
+}
+
+/// Removes what demos killed before their cleanup left: namespaces under
+/// /run/netns and work directories named after a process that is gone.
+fn remove_leftovers() {
+    let dead = |name: &str| {
+        let pid = name
+            .strip_prefix("nuage-demo-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok());
+        pid.is_some_and(|p| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                == Err(nix::errno::Errno::ESRCH)
+        })
+    };
+    let names = |dir: &Path| -> Vec<(String, PathBuf)> {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .filter(|(n, _)| dead(n))
+            .collect()
+    };
+    for (name, path) in names(Path::new("/run/netns")) {
+        say(format_args!(
+            "==> removing namespace {name}, left by an interrupted demo"
+        ));
+        let _ = umount2(&path, MntFlags::MNT_DETACH);
+        let _ = fs::remove_file(&path);
+    }
+    for (_, path) in names(&std::env::temp_dir()) {
+        let _ = fs::remove_dir_all(&path);
+    }
 }
 
 /// Runs the demo. Everything happens in namespaces it creates: a "node"
@@ -98,6 +173,8 @@ pub fn run() -> Result<()> {
             "the demo creates network namespaces: run it as root",
         ));
     }
+    catch_signals();
+    remove_leftovers();
     let pid = std::process::id();
     let work = std::env::temp_dir().join(format!("nuage-demo-{pid}"));
     let _cleanup = RemoveDir(work.clone());
@@ -124,7 +201,7 @@ pub fn run() -> Result<()> {
         list.name,
         list.cni_version,
         list.types().join(" -> ")
-    ));
+    ))?;
     for (error, msg) in crate::validate::validate(&rt, &conf_path) {
         if error {
             return Err(Error::config(format!("demo network is invalid: {msg}")));
@@ -139,7 +216,7 @@ pub fn run() -> Result<()> {
     step(format!(
         "node namespace {} (the plugins run here)",
         node.path.display()
-    ));
+    ))?;
     // Child processes inherit the netns of the thread that spawns them.
     node_ns.run(|| in_node(&rt, &list, &node, pid))?
 }
@@ -166,7 +243,7 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
         step(format!(
             "container c{i} ({}): ADD eth0 {ip} via {gw}",
             ns.path.display()
-        ));
+        ))?;
         containers.push((ns, att, ip, gw));
     }
     let addr = |ip: &str| ip.split('/').next().unwrap_or("").parse::<Ipv4Addr>();
@@ -184,13 +261,17 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
     for (i, (ns, _, _, gw)) in containers.iter().enumerate() {
         let n = containers.len();
         let peer = &containers[(i + 1) % n].2;
-        println!(
+        say(format_args!(
             "    c{} -> c{} {peer}: {}",
             i + 1,
             (i + 1) % n + 1,
             ping(ns, peer)?
-        );
-        println!("    c{} -> gateway {gw}: {}", i + 1, ping(ns, gw)?);
+        ));
+        say(format_args!(
+            "    c{} -> gateway {gw}: {}",
+            i + 1,
+            ping(ns, gw)?
+        ));
     }
     let mut c1 = Netlink::in_netns(&NetNs::open(&containers[0].0.path)?)?;
     let routes: Vec<String> = c1
@@ -202,7 +283,7 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
             None => format!("{} dev eth0", r.dst),
         })
         .collect();
-    println!("    routes in c1: {}", routes.join("; "));
+    say(format_args!("    routes in c1: {}", routes.join("; ")));
     let mut nl = Netlink::in_netns(&NetNs::open(&node.path)?)?;
     if let Some(br) = nl.link_by_name("nuage0")? {
         let addrs: Vec<String> = nl
@@ -210,11 +291,11 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
             .iter()
             .map(|a| a.address.to_string())
             .collect();
-        println!("    node bridge nuage0: {}", addrs.join(" "));
+        say(format_args!("    node bridge nuage0: {}", addrs.join(" ")));
     }
     for (i, (_, att, _, _)) in containers.iter().enumerate() {
         rt.check(list, att)?;
-        step(format!("c{}: CHECK ok", i + 1));
+        step(format!("c{}: CHECK ok", i + 1))?;
     }
     for (i, (ns, att, _, _)) in containers.iter().enumerate() {
         rt.del(list, att)?;
@@ -227,12 +308,12 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
             "c{}: DEL done, links left: {}",
             i + 1,
             names.join(" ")
-        ));
+        ))?;
         rt.del(list, att)?;
     }
-    step("second DEL of every container ok (idempotent)");
+    step("second DEL of every container ok (idempotent)")?;
     drop(containers);
-    step("container and node namespaces removed; demo complete");
+    step("container and node namespaces removed; demo complete")?;
     Ok(())
 }
 

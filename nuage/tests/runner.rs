@@ -1360,6 +1360,50 @@ fn demo_runs_and_cleans_up() {
     assert!(left.is_empty(), "demo namespaces left: {left:?}");
 }
 
+/// The demo cleans up when its output goes away mid-run (`| head -1`: a
+/// write error, not an abort), and removes what demos killed before their
+/// cleanup left (named after a process that is gone).
+#[test]
+fn demo_survives_a_closed_stdout_and_removes_leftovers() {
+    require_root();
+    let host = Host::new("nuage-demo-pipe");
+    // A demo killed earlier: its node namespace and work directory remain.
+    let gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    let mut gone = gone;
+    gone.wait().unwrap();
+    let stale = format!("nuage-demo-{dead}-node");
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &stale])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let stale_dir = std::env::temp_dir().join(format!("nuage-demo-{dead}"));
+    std::fs::create_dir_all(&stale_dir).unwrap();
+
+    let cmd = format!("{} demo | head -1", nuage_bin().display());
+    let out = host.run(Path::new("/bin/sh"), &["-c", &cmd], &[], "");
+    out.assert_success();
+    assert!(
+        !Path::new("/run/netns").join(&stale).exists(),
+        "the stale namespace is removed"
+    );
+    assert!(!stale_dir.exists(), "the stale work directory is removed");
+    // Nothing of a demo whose process is gone is left.
+    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix("nuage-demo-")
+                .and_then(|r| r.split('-').next())
+                .is_some_and(|pid| !alive(pid))
+        })
+        .collect();
+    assert!(left.is_empty(), "demo namespaces left: {left:?}");
+}
+
 /// Cache entries written by libcni < 1.2 (this machine's 1.1.2, containerd
 /// 1.6/1.7, CRI-O of the same era) have no `netns` field. Whether their
 /// namespace is gone is unknown, so `nuage gc` must not DEL them: that
