@@ -20,6 +20,7 @@
 pub mod alloc;
 pub mod delegate;
 pub mod error;
+pub mod flock;
 pub mod ifconfig;
 pub mod log;
 pub mod netlink;

@@ -1,6 +1,7 @@
 //! The links of a bridge network: the bridge, the veth pairs, the gateway
 //! addresses, and their checks.
 
+use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -149,9 +150,23 @@ fn del_by_name(name: &str) -> Result<()> {
     Netlink::new()?.del_link_named(name).map(drop)
 }
 
+/// The lock that keeps a rollback from deleting a bridge a port is
+/// joining: ADDs hold it shared from finding (or creating) the bridge until
+/// their veth is a port of it; a rollback holds it exclusive from listing
+/// the bridge's ports to deleting it. One file per bridge name, for the
+/// whole machine (namespaces with bridges of the same name only share the
+/// wait).
+///
+/// Equivalent to: `flock [-s] /run/nuage/bridge/<name>.lock`
+pub fn lock_bridge(name: &str, exclusive: bool) -> Result<nuage_core::flock::Lock> {
+    let path = Path::new("/run/nuage/bridge").join(format!("{name}.lock"));
+    nuage_core::flock::lock(&path, exclusive)
+}
+
 /// Rollback of a bridge this ADD created: deleted unless another ADD has
 /// attached a port to it meanwhile (our own veth is already gone).
 fn del_unused_bridge(name: &str) -> Result<()> {
+    let _alone = lock_bridge(name, true)?;
     let mut nl = Netlink::new()?;
     let Some(br) = nl.link_by_name(name)? else {
         return Ok(());

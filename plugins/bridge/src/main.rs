@@ -50,16 +50,21 @@ impl Plugin for Bridge {
         }
         // The host's IPv6 per-interface sysctls (None: IPv6 disabled).
         let v6 = sysctl::ConfDir::open(true)?;
-        let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
-        let host_veth = link::create_veth(
-            &mut host,
-            &ns,
-            &conf,
-            &br,
-            &a.ifname,
-            v6.as_ref(),
-            &mut undo,
-        )?;
+        let (br, host_veth) = {
+            // Released before any rollback, which may need it exclusive.
+            let _joining = link::lock_bridge(&conf.br.br_name, false)?;
+            let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
+            let host_veth = link::create_veth(
+                &mut host,
+                &ns,
+                &conf,
+                &br,
+                &a.ifname,
+                v6.as_ref(),
+                &mut undo,
+            )?;
+            (br, host_veth)
+        };
         if conf.ipam {
             link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
         }

@@ -13,15 +13,14 @@
 //! GC remove exactly them, with or without `prevResult`. A `flock` on the
 //! network's directory serializes the shim's ADD, DEL and GC.
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
-use nix::fcntl::{Flock, FlockArg};
 use nuage_core::netlink::{Link, MacvlanMode, Netlink, RouteSpec};
 use nuage_core::spec::Attachment;
-use nuage_core::{log, sysctl, Error, Errors, Result, ResultExt};
+use nuage_core::{flock, log, sysctl, Error, Errors, Result, ResultExt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Shim;
@@ -44,18 +43,12 @@ struct Record {
 /// The network's state directory, locked until the guard is dropped.
 struct Locked {
     dir: PathBuf,
-    _lock: Flock<File>,
+    _lock: flock::Lock,
 }
 
 fn lock(network: &str) -> Result<Locked> {
     let dir = Path::new(STATE_DIR).join(network);
-    fs::create_dir_all(&dir)
-        .map_err(|e| Error::os(format_args!("hostShim: create {}", dir.display()), e))?;
-    let path = dir.join(".lock");
-    let file = File::create(&path)
-        .map_err(|e| Error::os(format_args!("hostShim: open {}", path.display()), e))?;
-    let lock = Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::os(format_args!("hostShim: lock {}", path.display()), e.into()))?;
+    let lock = flock::lock(&dir.join(".lock"), true).context("hostShim")?;
     Ok(Locked { dir, _lock: lock })
 }
 
