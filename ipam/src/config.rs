@@ -190,9 +190,10 @@ pub struct StaticConf {
 impl StaticConf {
     /// Parses `ipam.addresses` and applies the overrides as the reference:
     /// `CNI_ARGS` `IP=` (comma-separated CIDRs) appends and `GATEWAY=` sets
-    /// the gateway of every address whose subnet holds it; `args.cni.ips`
-    /// replaces the list, and `runtimeConfig.ips` (the `ips` capability)
-    /// replaces it again.
+    /// the gateway of every `IP=` address whose subnet holds it (not of the
+    /// configured ones: the reference has not parsed those yet when it
+    /// applies `GATEWAY`); `args.cni.ips` replaces the list, and
+    /// `runtimeConfig.ips` (the `ips` capability) replaces it again.
     pub fn parse(conf: &NetConf, cni_args: &str) -> Result<Self> {
         let ipam = Obj::new("ipam", ipam_object(conf)?);
         ipam.known_keys(STATIC_KEYS, "static")?;
@@ -211,6 +212,7 @@ impl StaticConf {
         }
         let args = CniArgs::parse(cni_args)?;
         args.check_known(&["IP", "GATEWAY"])?;
+        let from_args = addresses.len();
         if let Some(ips) = args.get("IP").filter(|s| !s.is_empty()) {
             for s in ips.split(',').map(str::trim) {
                 addresses.push((parse_cidr(s, "CNI_ARGS IP")?, None));
@@ -220,7 +222,7 @@ impl StaticConf {
             for s in gws.split(',').map(str::trim) {
                 let gw = parse_ip(s)
                     .ok_or_else(|| Error::config(format!("invalid gateway address: {s}")))?;
-                for (net, g) in &mut addresses {
+                for (net, g) in &mut addresses[from_args..] {
                     if net.contains(gw) && net.is_ipv4() == gw.is_ipv4() {
                         *g = Some(gw);
                     }
@@ -414,7 +416,10 @@ fn routes(ipam: &Obj<'_>) -> Result<Vec<Route>> {
         let dst = r
             .cidr("dst")?
             .ok_or_else(|| Error::config(format!("{}.dst is required", r.path)))?;
-        // Go's ParseCIDR masks the destination.
+        // Masked. The reference keeps the host bits in its result (CNI's
+        // types.ParseCIDR does not mask), and the kernel then refuses the
+        // route ("Invalid prefix for given prefix length"): a deliberate
+        // difference.
         let dst = IpNetwork::new(dst.network(), dst.prefix()).unwrap_or(dst);
         let gw = r.ip("gw")?;
         if let Some(gw) = gw {

@@ -288,6 +288,13 @@ fn static_same_results() {
             json!({}),
             "IP=192.168.7.7/24,10.5.0.5/16;GATEWAY=192.168.7.1",
         ),
+        // GATEWAY in the subnet of a configured address, with and without
+        // its own gateway: only IP= addresses take it.
+        (
+            json!({"addresses": [{"address": "10.1.2.3/24", "gateway": "10.1.2.1"}, {"address": "10.1.3.3/24"}]}),
+            json!({}),
+            "IP=10.1.2.9/24;GATEWAY=10.1.2.254,10.1.3.254",
+        ),
         (
             json!({"addresses": [{"address": "10.1.2.3/24"}]}),
             json!({"args": {"cni": {"ips": ["10.9.9.9/8"]}}}),
