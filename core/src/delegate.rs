@@ -94,15 +94,38 @@ fn exec_bin(bin: &Path, cmd: Command, a: &CmdArgs) -> Result<Vec<u8>> {
     }
 }
 
-/// Delegated ADD: the delegate's result, read in the config's version.
+/// Delegated ADD: the delegate's result, read in the config's version. An
+/// IPAM result's `ips[].interface` is dropped (the spec says an IPAM
+/// plugin should not set it; libcni ignores it; the caller assigns its own).
+///
+/// When the ADD fails, the delegate gets a DEL (best effort) before the
+/// error is returned, as the spec's delegation procedure says: also when it
+/// exited 0 (it allocated) but printed a result that cannot be read, which
+/// would otherwise leave its allocation behind.
 pub fn add(plugin_type: &str, a: &CmdArgs) -> Result<CniResult> {
-    let out = exec(plugin_type, Command::Add, a)?;
-    let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
-        Error::decode(format!(
-            "delegate {plugin_type} ADD printed a result that is not JSON: {e}"
-        ))
-    })?;
-    CniResult::from_json(&v, &a.conf.cni_version)
+    let read = |out: Vec<u8>| -> Result<CniResult> {
+        let mut v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+            Error::decode(format!(
+                "delegate {plugin_type} ADD printed a result that is not JSON: {e}"
+            ))
+        })?;
+        if let Some(ips) = v.get_mut("ips").and_then(serde_json::Value::as_array_mut) {
+            for ip in ips.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+                ip.remove("interface");
+            }
+        }
+        CniResult::from_json(&v, &a.conf.cni_version)
+    };
+    let bin = find(plugin_type, &a.path)?;
+    let r = exec_bin(&bin, Command::Add, a).and_then(read);
+    if r.is_err() {
+        if let Err(d) = exec_bin(&bin, Command::Del, a) {
+            log::warn(format_args!(
+                "delegate {plugin_type}: DEL after its failed ADD: {d}"
+            ));
+        }
+    }
+    r
 }
 
 /// Delegated DEL, CHECK, GC or STATUS.

@@ -210,6 +210,8 @@ pub struct ErrorReply {
     )]
     pub cni_version: Option<String>,
     pub code: u32,
+    /// Optional when read (Go's `types.Error` keeps a reply without it).
+    #[serde(default)]
     pub msg: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub details: Option<String>,

@@ -104,6 +104,63 @@ fn other_types_are_executed_from_cni_path() {
     assert!(e.msg.contains("failed to find plugin"), "{}", e.msg);
 }
 
+/// A delegate (a shell script here) that logs each command and answers what
+/// `ADD_OUT` says, exiting with `ADD_RC`.
+fn fake_delegate(t: &TempDir, add_out: &str, add_rc: u8) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("fake-ipam");
+    let log = t.path().join("log");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\necho \"$CNI_COMMAND\" >> {log}\n\
+             if [ \"$CNI_COMMAND\" = ADD ]; then printf '%s' '{add_out}'; exit {add_rc}; fi\nexit 0\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn delegate_log(t: &TempDir) -> Vec<String> {
+    std::fs::read_to_string(t.path().join("log"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A delegate's ADD result with `ips[].interface` is read (the index is
+/// the caller's to assign); a failed delegated ADD (an unreadable result
+/// after exit 0, or an error, with or without `msg`) is followed by its
+/// DEL, so that nothing it allocated stays.
+#[test]
+fn delegate_results_and_failures() {
+    let c = bridge_conf(json!({"type": "fake-ipam"}));
+    let t = TempDir::new("lib-fake-ok");
+    let ok = r#"{"cniVersion":"1.1.0","ips":[{"address":"10.98.0.5/24","interface":0}]}"#;
+    let bin = fake_delegate(&t, ok, 0);
+    let r = nuage_ipam::add(&args(Command::Add, "c1", &c, vec![bin])).unwrap();
+    assert_eq!(r.ips[0].address.to_string(), "10.98.0.5/24");
+    assert_eq!(delegate_log(&t), ["ADD"]);
+
+    for (out, rc, code) in [
+        ("not json", 0, Code::Decode),
+        (r#"{"cniVersion":"1.0","ips":[]}"#, 0, Code::Decode),
+        (r#"{"code":7}"#, 1, Code::InvalidConfig),
+        (r#"{"code":11,"msg":"busy"}"#, 1, Code::TryAgain),
+    ] {
+        let t = TempDir::new("lib-fake-bad");
+        let bin = fake_delegate(&t, out, rc);
+        let e = nuage_ipam::add(&args(Command::Add, "c1", &c, vec![bin])).unwrap_err();
+        assert_eq!(e.code, code, "{out}: {e}");
+        assert_eq!(delegate_log(&t), ["ADD", "DEL"], "{out}");
+    }
+}
+
 #[test]
 fn missing_or_bad_type() {
     let c = json!({"cniVersion": "1.1.0", "name": "net1", "type": "bridge"});
