@@ -534,6 +534,25 @@ fn a_late_del_keeps_the_element_of_the_addresses_new_holder() {
     .unwrap();
 }
 
+/// `masq::del_for` takes every element ADD made for the attachment, also
+/// of an IPAM-given link-local address (169.254.0.0/16), and with no
+/// address known finds them by comment.
+#[test]
+fn del_for_takes_every_element_of_the_attachment() {
+    require_root!();
+    let ns = fresh_ns();
+    let ips = vec![ip("10.88.0.7"), ip("169.254.1.2")];
+    let subnets = vec![net("10.88.0.0/24"), net("169.254.0.0/16")];
+    for known in [true, false] {
+        let add = ips.clone();
+        within(&ns, || masq::add(NET_A, &subnets, &add, &att("c7", "eth0"))).unwrap();
+        let del: Vec<IpAddr> = if known { ips.clone() } else { Vec::new() };
+        within(&ns, || masq::del_for(NET_A, &att("c7", "eth0"), &del)).unwrap();
+        let objs = table_json(&ns, "inet", "nuage").unwrap();
+        assert!(map_elems(&objs, "masq4").is_empty(), "known: {known}");
+    }
+}
+
 #[test]
 fn masq_gc_removes_only_stale_attachments_of_its_network() {
     require_root!();

@@ -358,14 +358,16 @@ pub(crate) fn dels(ips: &[IpAddr]) -> Vec<nfnl::Del> {
         .collect()
 }
 
-/// Whether ADD gives `ip` a masquerade element: not loopback, not
-/// link-local (`fe80::/10`, `169.254.0.0/16`: never routed off the link).
-pub fn is_masqueraded(ip: &IpAddr) -> bool {
-    let link_local = match ip {
-        IpAddr::V4(a) => a.is_link_local(),
-        IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
-    };
-    !ip.is_loopback() && !link_local
+/// The addresses of a container interface that ADD may have given a
+/// masquerade element: all but the kernel's own link-scope ones (its IPv6
+/// link-local address), which IPAM did not hand out.
+pub fn masqueradable(addrs: &[crate::netlink::Addr]) -> Vec<IpAddr> {
+    const RT_SCOPE_LINK: u8 = 253;
+    addrs
+        .iter()
+        .filter(|a| !(a.scope == RT_SCOPE_LINK && a.address.is_ipv6()))
+        .map(|a| a.address.ip())
+        .collect()
 }
 
 /// The DEL of `att`'s masquerade: its elements among `ips` (what the DEL
@@ -376,7 +378,7 @@ pub fn is_masqueraded(ip: &IpAddr) -> bool {
 /// Equivalent to `nft get element` then `nft destroy element` of each of
 /// `ips`, or [`del_attachment`]
 pub fn del_for(network: &str, att: &Attachment, ips: &[IpAddr]) -> Result<()> {
-    let mut ips: Vec<IpAddr> = ips.iter().copied().filter(is_masqueraded).collect();
+    let mut ips = ips.to_vec();
     ips.sort();
     ips.dedup();
     if ips.is_empty() {

@@ -772,8 +772,13 @@ pub(crate) fn delete_commented(
     }
     let mut conn = Conn::open(op)?;
     let mut mine = others.to_vec();
+    // A failed read keeps that element (it may be another's), not the rest.
+    let mut errs = Errors::new();
     for d in checked {
-        match conn.comment_of(d, op)? {
+        let Some(comment_of) = errs.collect(conn.comment_of(d, op)) else {
+            continue;
+        };
+        match comment_of {
             Some(Some(c)) if c == comment => mine.push(d.clone()),
             Some(other) => log::info(format_args!(
                 "nfnl: {op}: {} in {} {TABLE} {} belongs to {:?}, not {comment:?}: kept",
@@ -785,10 +790,10 @@ pub(crate) fn delete_commented(
             None => {}
         }
     }
-    if mine.is_empty() {
-        return Ok(());
+    if !mine.is_empty() {
+        errs.collect(delete_on(&mut conn, &mine, op));
     }
-    delete_on(&mut conn, &mine, op)
+    errs.into_result()
 }
 
 fn delete_on(conn: &mut Conn, dels: &[Del], op: &str) -> Result<()> {

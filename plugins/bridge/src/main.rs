@@ -33,12 +33,17 @@ impl Plugin for Bridge {
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
         let mut ctr = Netlink::in_netns(&ns)?;
+        let mut undo = Undo::new();
+        // Held shared from the bridge's lookup until our veth is its port,
+        // so that no rollback deletes the bridge in between. Declared after
+        // `undo`, it is released before any rollback runs (which may need
+        // it exclusive).
+        let joining = link::lock_bridge(&conf.br.br_name, false)?;
         let existing = link::check_free(&mut host, &mut ctr, &conf, &a.ifname, &ns)?;
         if conf.wants_vlan() {
             link::require_vlan_filtering(&mut host, &conf.br.br_name)?;
         }
 
-        let mut undo = Undo::new();
         // In-process IPAM (host-local, static) first: an exhausted range
         // fails before any link exists, and the container interface can
         // come up knowing its address families. An IPAM plugin run from
@@ -50,21 +55,17 @@ impl Plugin for Bridge {
         }
         // The host's IPv6 per-interface sysctls (None: IPv6 disabled).
         let v6 = sysctl::ConfDir::open(true)?;
-        let (br, host_veth) = {
-            // Released before any rollback, which may need it exclusive.
-            let _joining = link::lock_bridge(&conf.br.br_name, false)?;
-            let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
-            let host_veth = link::create_veth(
-                &mut host,
-                &ns,
-                &conf,
-                &br,
-                &a.ifname,
-                v6.as_ref(),
-                &mut undo,
-            )?;
-            (br, host_veth)
-        };
+        let br = link::ensure_bridge(&mut host, &conf, existing, v6.as_ref(), &mut undo)?;
+        let host_veth = link::create_veth(
+            &mut host,
+            &ns,
+            &conf,
+            &br,
+            &a.ifname,
+            v6.as_ref(),
+            &mut undo,
+        )?;
+        drop(joining);
         if conf.ipam {
             link::container_sysctls(&ns, &a.ifname, conf.br.enable_dad, conf.br.hairpin_mode)?;
         }
@@ -176,7 +177,7 @@ impl Plugin for Bridge {
                 };
                 // Read only what the firewall cleanup below needs.
                 if conf.br.ip_masq {
-                    ips.extend(ctr.addrs(Some(l.index))?.iter().map(|x| x.address.ip()));
+                    ips.extend(nft::masq::masqueradable(&ctr.addrs(Some(l.index))?));
                 }
                 let peer = match l.link.filter(|_| conf.br.macspoofchk) {
                     Some(i) => Netlink::new()
@@ -196,8 +197,6 @@ impl Plugin for Bridge {
                     .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })
             }));
         }
-        // Only global addresses were masqueraded (not fe80::/10).
-        ips.retain(nft::masq::is_masqueraded);
         ips.sort();
         ips.dedup();
         // Firewall entries go before the addresses return to IPAM: a

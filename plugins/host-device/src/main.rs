@@ -135,6 +135,7 @@ impl Plugin for HostDevice {
         // the host, or known to be out of reach. On any error it stays, for
         // a retried DEL or GC to give the device back.
         let mut settled = false;
+        let mut netns_gone = false;
         match a.open_netns_for_del() {
             Err(e) => errs.push(e),
             Ok(Some(ns)) => {
@@ -163,26 +164,30 @@ impl Plugin for HostDevice {
             // The namespace is gone: a physical device returns from it to
             // the initial namespace (this one, on a real host) shortly
             // after; a virtual one was destroyed with it.
-            Ok(None) => match &rec {
-                None => settled = true,
-                Some(rec) => match device::restore_after_netns(&mut host, rec) {
-                    Ok(true) => settled = true,
-                    Ok(false) if rec.kind.is_some() => settled = true,
-                    Ok(false) => log::warn(format_args!(
-                        "{} is not back on this host yet: its record stays for a later DEL or GC",
-                        rec.name
-                    )),
-                    Err(e) => errs.push(e),
-                },
-            },
+            Ok(None) => {
+                netns_gone = true;
+                match &rec {
+                    None => settled = true,
+                    Some(rec) => match device::restore_after_netns(&mut host, rec) {
+                        Ok(true) => settled = true,
+                        Ok(false) if rec.kind.is_some() => settled = true,
+                        Ok(false) => log::warn(format_args!(
+                            "{} is not back on this host yet: its record stays for a later DEL or GC",
+                            rec.name
+                        )),
+                        Err(e) => errs.push(e),
+                    },
+                }
+            }
         }
         if settled {
             errs.collect(store.remove(&att));
         }
         // Unlike the reference, also without a netns: the lease is the host's.
-        // Released after the device left the container, which still held
-        // the address until then.
-        if conf.ipam {
+        // Released once the device left the container, which held the
+        // address until then; kept when it may still be there (an error),
+        // for the retried DEL.
+        if conf.ipam && (settled || netns_gone) {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
         }
         errs.into_result()

@@ -356,6 +356,11 @@ fn a_del_that_cannot_reach_the_container_keeps_the_record() {
     std::fs::remove_file(&bogus).unwrap();
     out.assert_failure();
     assert_eq!(records(&host), 1, "the record outlives a failed DEL");
+    assert_eq!(
+        leases(&host, NET).len(),
+        1,
+        "so does the lease: the device may still hold the address"
+    );
     assert!(ctr.link("net9").is_some());
     del(&host, Some(ctr.path_str()), &c);
     assert_home(&host, &mac);

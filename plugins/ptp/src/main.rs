@@ -116,12 +116,9 @@ impl Plugin for Ptp {
                         None => Ok(Vec::new()),
                     }
                 });
-                ips.extend(
-                    errs.collect(held)
-                        .into_iter()
-                        .flatten()
-                        .map(|x| x.address.ip()),
-                );
+                ips.extend(nft::masq::masqueradable(
+                    &errs.collect(held).unwrap_or_default(),
+                ));
             }
             errs.collect(nft::masq::del_for(&a.conf.name, &a.attachment(), &ips));
         }
