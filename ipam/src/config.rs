@@ -86,7 +86,8 @@ impl HostLocalConf {
         let mut requested = Vec::new();
         let args = CniArgs::parse(cni_args)?;
         args.check_known(&["IP"])?;
-        if let Some(v) = args.get("IP") {
+        // `IP=` with no value is no request, as for the reference.
+        if let Some(v) = args.get("IP").filter(|v| !v.is_empty()) {
             let ip = parse_ip_or_cidr(v).ok_or_else(|| {
                 Error::env(format!(
                     "ARGS: error parsing value of pair \"IP={v}\": invalid IP address {v}"
@@ -512,8 +513,10 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// An address; `""` is no address, as for Go's decoder (templated
+    /// configs write `"gateway": ""`).
     fn ip(&self, key: &str) -> Result<Option<IpAddr>> {
-        let Some(s) = self.string(key)? else {
+        let Some(s) = self.string(key)?.filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
         parse_ip(s)

@@ -284,9 +284,11 @@ pub fn parse_resolv_conf(path: &Path) -> Result<Dns> {
     let file = File::open(path)
         .map_err(|e| Error::config(format!("resolvConf {}: {e}", path.display())))?;
     let mut dns = Dns::default();
-    for line in BufReader::new(file.take(1 << 20)).lines() {
+    // Bytes, not UTF-8 lines: a Latin-1 comment must not fail the ADD.
+    for line in BufReader::new(file.take(1 << 20)).split(b'\n') {
         let line =
             line.map_err(|e| Error::config(format!("resolvConf {}: {e}", path.display())))?;
+        let line = String::from_utf8_lossy(&line);
         let line = line.trim();
         if line.starts_with(['#', ';']) {
             continue;

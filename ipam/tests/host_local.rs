@@ -226,9 +226,10 @@ fn ip_ranges_capability_and_allocation_order() {
 fn resolv_conf_becomes_dns() {
     let t = TempDir::new("dns");
     let rc = t.path().join("resolv.conf");
+    // With a Latin-1 comment (not UTF-8), as the reference reads it.
     std::fs::write(
         &rc,
-        "nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\ndomain example\n",
+        b"# caf\xe9\nnameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\ndomain example\n",
     )
     .unwrap();
     let c = host_local_conf(
@@ -241,6 +242,24 @@ fn resolv_conf_becomes_dns() {
         v["dns"],
         json!({"nameservers": ["10.0.0.53"], "domain": "example", "search": ["a.example", "b.example"], "options": ["ndots:2"]})
     );
+}
+
+/// Empty strings where an address goes (templated configs) are no
+/// address, and `IP=` without a value is no request, as for the reference.
+#[test]
+fn empty_values_are_absent() {
+    let t = TempDir::new("empty");
+    let c = host_local_conf(
+        "1.0.0",
+        t.str(),
+        json!({"ranges": [[{"subnet": "10.41.0.0/24", "gateway": "", "rangeStart": "", "rangeEnd": ""}]],
+               "routes": [{"dst": "0.0.0.0/0", "gw": ""}]}),
+    );
+    let out = Call::new(HOST_LOCAL, "ADD", "e1").args("IP=").run(&c);
+    assert_eq!(out.ips(), ["10.41.0.2/24"], "{out:?}");
+    let v = out.json();
+    assert_eq!(v["ips"][0]["gateway"], "10.41.0.1");
+    assert_eq!(v["routes"], json!([{"dst": "0.0.0.0/0"}]));
 }
 
 #[test]
