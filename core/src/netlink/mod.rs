@@ -175,6 +175,8 @@ impl From<MacAddr> for [u8; 6] {
     }
 }
 
+/// The 48-bit forms of Go's `net.ParseMAC`: `aa:bb:cc:dd:ee:ff`,
+/// `aa-bb-cc-dd-ee-ff` (either case) and `aabb.ccdd.eeff`.
 impl FromStr for MacAddr {
     type Err = Error;
 
@@ -184,19 +186,32 @@ impl FromStr for MacAddr {
                 "invalid MAC address {s:?}: expected the form aa:bb:cc:dd:ee:ff"
             ))
         };
-        let mut mac = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in &mut mac {
-            let p = parts
-                .next()
-                .filter(|p| p.len() == 2 && p.bytes().all(|c| c.is_ascii_hexdigit()))
-                .ok_or_else(invalid)?;
-            *b = u8::from_str_radix(p, 16).map_err(|_| invalid())?;
+        let hex = |p: &str| -> Option<Vec<u8>> {
+            if p.is_empty() || p.len() % 2 != 0 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            (0..p.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&p[i..i + 2], 16).ok())
+                .collect()
+        };
+        let (sep, width) = match s.as_bytes().get(2) {
+            Some(b':') => (':', 2),
+            Some(b'-') => ('-', 2),
+            _ => ('.', 4),
+        };
+        let parts: Vec<&str> = s.split(sep).collect();
+        if parts.len() != 12 / width || parts.iter().any(|p| p.len() != width) {
+            return Err(invalid());
         }
-        match parts.next() {
-            None => Ok(MacAddr(mac)),
-            Some(_) => Err(invalid()),
-        }
+        let bytes: Vec<u8> = parts
+            .iter()
+            .map(|p| hex(p))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(invalid)?
+            .concat();
+        let mac: [u8; 6] = bytes.try_into().map_err(|_| invalid())?;
+        Ok(MacAddr(mac))
     }
 }
 
@@ -223,8 +238,16 @@ mod tests {
             "2:ab:cd:00:01:ff",
             "0g:ab:cd:00:01:ff",
             "+2:ab:cd:00:01:ff",
+            "02-ab:cd-00-01-ff",
+            "02ab.cd00.01f",
+            "02ab.cd00.01ff.0000",
+            "02abcd0001ff",
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+        // Go's net.ParseMAC forms of 48 bits.
+        for good in ["02-AB-cd-00-01-ff", "02ab.cd00.01ff", "02AB.CD00.01FF"] {
+            assert_eq!(good.parse::<MacAddr>().unwrap(), m, "{good}");
         }
     }
 

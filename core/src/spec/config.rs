@@ -52,6 +52,21 @@ pub struct NetConf {
     pub raw: Value,
 }
 
+/// `v` without the `null` members of its objects, at every depth (array
+/// elements are kept: Go decodes a `null` element to a zero value).
+pub fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
 /// `^[A-Za-z0-9][A-Za-z0-9_.\-]*$`, shared by network names and container IDs.
 pub fn valid_id(s: &str) -> bool {
     let mut b = s.bytes();
@@ -102,7 +117,7 @@ impl NetConf {
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
-                serde_json::from_value(v.clone())
+                serde_json::from_value(without_nulls(v.clone()))
                     .map_err(|e| Error::config(format!("\"dns\": {e}")))?,
             ),
         };
@@ -132,8 +147,11 @@ impl NetConf {
     }
 
     /// Reads the plugin's own keys into `T` (code 7 naming the key on error).
+    /// A `null` value is an absent key, as for Go's decoder (which leaves
+    /// the field at its zero value): configs written by Go programs and
+    /// templates carry them.
     pub fn plugin<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.raw.clone()).map_err(|e| {
+        serde_json::from_value(without_nulls(self.raw.clone())).map_err(|e| {
             Error::config(format!(
                 "invalid {} config for network {:?}: {e}",
                 self.plugin_type, self.name

@@ -2,7 +2,7 @@
 //! validation messages.
 
 use nuage_core::netlink::MacAddr;
-use nuage_core::skel::CmdArgs;
+use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
@@ -34,7 +34,8 @@ pub struct BridgeConf {
     /// `iptables`, `nftables` or absent: nuage always uses nftables.
     #[serde(default)]
     pub ip_masq_backend: Option<String>,
-    #[serde(default)]
+    /// 0 or less: the kernel's default (Go's `int`, tested `> 0`).
+    #[serde(default, deserialize_with = "mtu")]
     pub mtu: u32,
     #[serde(default)]
     pub hairpin_mode: bool,
@@ -68,6 +69,12 @@ fn yes() -> bool {
     true
 }
 
+/// An MTU as the reference reads it: any integer, 0 or less meaning unset.
+fn mtu<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u32, D::Error> {
+    let v = i64::deserialize(d)?;
+    u32::try_from(v.max(0)).map_err(|_| serde::de::Error::custom(format!("mtu {v} is too large")))
+}
+
 fn default_bridge() -> String {
     "cni0".into()
 }
@@ -87,6 +94,17 @@ impl Conf {
         let mut br: BridgeConf = a.conf.plugin()?;
         if br.is_default_gateway {
             br.is_gateway = true;
+        }
+        let ipam = !a.conf.ipam_type().is_empty();
+        // DEL needs none of what follows (it goes by the container, the
+        // prevResult and the records): a config that ADD refuses must not
+        // keep its cleanup DEL from succeeding, as with the reference.
+        if a.command == Command::Del {
+            return Ok(Conf {
+                br,
+                mac: None,
+                ipam,
+            });
         }
         if br.br_name.is_empty() || br.br_name.len() > 15 || br.br_name.contains(['/', ':', ' ']) {
             return Err(
@@ -129,7 +147,6 @@ impl Conf {
                 }
             }
         }
-        let ipam = !a.conf.ipam_type().is_empty();
         if ipam && br.disable_container_interface {
             return Err(Error::config(
                 "cannot use IPAM when DisableContainerInterface flag is set",
@@ -155,15 +172,19 @@ impl Conf {
                     .map(str::to_string),
             ),
         ];
-        for (what, v) in sources {
-            if let Some(v) = v {
-                let m: MacAddr = v.parse().map_err(|_| {
-                    Error::config(format!(
-                        "{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"
-                    ))
-                })?;
-                mac = Some(m.0);
-            }
+        // The last source given wins (an empty one is not given), and only
+        // it is read, as with the reference.
+        if let Some((what, v)) = sources
+            .into_iter()
+            .filter_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
+            .last()
+        {
+            let m: MacAddr = v.parse().map_err(|_| {
+                Error::config(format!(
+                    "{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"
+                ))
+            })?;
+            mac = Some(m.0);
         }
         Ok(Conf { br, mac, ipam })
     }

@@ -158,6 +158,81 @@ fn a_late_del_leaves_the_masquerade_of_the_addresses_new_holder() {
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
 }
 
+/// Configs as Go programs and templates write them, read as the reference
+/// reads them: `null` is an absent key, `mtu` -1 is unset, MACs in the
+/// other forms of Go's net.ParseMAC, an empty MAC is none and only the
+/// winning MAC source is read; and a DEL is not refused for what only ADD
+/// checks.
+#[test]
+fn configs_as_go_reads_them() {
+    let host = setup("life-go-conf");
+    let nulls = net(
+        &host,
+        "1.0.0",
+        "gonet",
+        "br-go",
+        Some("10.91.0.0/24"),
+        json!({"mtu": null, "isGateway": null, "ipMasq": null, "hairpinMode": null,
+               "promiscMode": null, "vlan": null, "macspoofchk": null,
+               "dns": {"nameservers": null, "search": null}}),
+    );
+    let c1 = host.container("c1");
+    let r1 = add(&host, &c1, "c1", &nulls);
+    check(&host, &c1, "c1", &nulls, &r1).assert_success();
+    del(&host, Some(c1.path_str()), "c1", &with_prev(&nulls, &r1));
+
+    let mut macs = net(
+        &host,
+        "1.0.0",
+        "gonet",
+        "br-go",
+        Some("10.91.0.0/24"),
+        json!({"mtu": -1}),
+    );
+    macs["capabilities"] = json!({"mac": true});
+    macs["runtimeConfig"] = json!({"mac": "0E-00-00-00-00-0A"});
+    macs["args"] = json!({"cni": {"mac": ""}});
+    let c2 = host.container("c2");
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c2",
+        Some(c2.path_str()),
+        &macs,
+        &[("CNI_ARGS", "IgnoreUnknown=1;MAC=zz")],
+    );
+    out.assert_success();
+    assert_eq!(
+        out.expect_json()["interfaces"][2]["mac"],
+        "0e:00:00:00:00:0a"
+    );
+    let mut dotted = macs.clone();
+    dotted["runtimeConfig"] = json!({"mac": "0e00.0000.000b"});
+    let c3 = host.container("c3");
+    let r3 = add(&host, &c3, "c3", &dotted);
+    assert_eq!(r3["interfaces"][2]["mac"], "0e:00:00:00:00:0b");
+    del(&host, Some(c2.path_str()), "c2", &macs);
+    del(&host, Some(c3.path_str()), "c3", &dotted);
+
+    // ADD refuses hairpin with promisc; the runtime's cleanup DEL succeeds.
+    let both = net(
+        &host,
+        "1.0.0",
+        "gonet",
+        "br-go",
+        Some("10.91.0.0/24"),
+        json!({"hairpinMode": true, "promiscMode": true}),
+    );
+    let c4 = host.container("c4");
+    err(
+        &cni(&host, &ours(), "ADD", "c4", Some(c4.path_str()), &both, &[]),
+        7,
+    );
+    del(&host, Some(c4.path_str()), "c4", &both);
+    assert!(leases(&host, "gonet").is_empty());
+}
+
 #[test]
 fn del_with_the_veth_already_deleted() {
     let host = setup("life-del-noveth");
