@@ -187,7 +187,10 @@ impl FromStr for MacAddr {
             ))
         };
         let hex = |p: &str| -> Option<Vec<u8>> {
-            if p.is_empty() || p.len() % 2 != 0 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+            if p.is_empty()
+                || !p.len().is_multiple_of(2)
+                || !p.bytes().all(|c| c.is_ascii_hexdigit())
+            {
                 return None;
             }
             (0..p.len())

@@ -176,8 +176,8 @@ impl Conf {
         // it is read, as with the reference.
         if let Some((what, v)) = sources
             .into_iter()
-            .filter_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
-            .last()
+            .rev()
+            .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
         {
             let m: MacAddr = v.parse().map_err(|_| {
                 Error::config(format!(
