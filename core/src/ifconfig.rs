@@ -84,6 +84,12 @@ pub fn configure_link(
     if !link.flags_up {
         nl.set_up(link.index)?;
     }
+    // As the reference: with an IPv6 gateway, the addresses are usable (DAD
+    // done) when ADD returns; a workload that binds at once would fail on
+    // a tentative one. (With `nodad` there is nothing to wait for.)
+    if !nodad && ips.iter().any(|ip| ip.gateway.is_some_and(|g| g.is_ipv6())) {
+        nl.settle_ipv6(link.index, ifname, std::time::Duration::from_secs(10))?;
+    }
     let gw = |v4: bool| {
         ips.iter()
             .filter_map(|ip| ip.gateway)

@@ -93,6 +93,38 @@ impl Netlink {
         )))
     }
 
+    /// Waits, for up to `max`, until duplicate address detection has
+    /// settled on link `index` (`name` for messages): no IPv6 address is
+    /// tentative. A failed detection is an error; a wait that runs out is
+    /// not (logged), as with the reference's `ip.SettleAddresses`.
+    ///
+    /// Equivalent to: polling `ip -6 addr show dev <index> tentative`
+    pub fn settle_ipv6(&mut self, index: u32, name: &str, max: std::time::Duration) -> Result<()> {
+        const IFA_F_DADFAILED: u32 = 0x08;
+        const IFA_F_TENTATIVE: u32 = 0x40;
+        let start = std::time::Instant::now();
+        loop {
+            let addrs = self.addrs_of(Some(index), IpFamily::V6)?;
+            if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+                return Err(Error::internal(format!(
+                    "{} on {name}: duplicate address detected",
+                    a.address
+                ))
+                .with_details("another host on the link uses this address"));
+            }
+            if !addrs.iter().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
+                return Ok(());
+            }
+            if start.elapsed() >= max {
+                crate::log::warn(format_args!(
+                    "IPv6 addresses of {name} still tentative after {max:?}"
+                ));
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Adds an address; `EEXIST` if the link already has it.
     ///
     /// Equivalent to: `ip addr add <address> dev <index>` (with `broadcast +`

@@ -645,6 +645,26 @@ fn shim_routes_belong_to_their_attachment() {
     );
 }
 
+/// With an IPv6 gateway, ADD returns once duplicate address detection is
+/// done (as the reference): the container can use its address at once.
+#[test]
+fn ipv6_addresses_are_usable_when_add_returns() {
+    let (host, _lan) = setup("mv-dad");
+    let c = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "host-local",
+                        "ranges": [[{"subnet": "fd40::/64", "gateway": "fd40::1"}]],
+                        "routes": [{"dst": "::/0"}]}}),
+    );
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "c6", &c);
+    let tentative = ctr.exec_ok("ip", &["-6", "addr", "show", "dev", "eth0", "tentative"]);
+    assert!(tentative.trim().is_empty(), "{tentative}");
+    let ip = ip_of(&res, 0);
+    ctr.exec_ok("ip", &["-6", "route", "get", "fd40::99", "from", &ip]);
+    del(&host, Some(&ctr), "c6", &c);
+}
+
 #[test]
 fn status_and_gc() {
     let (host, _lan) = setup("mv-gc");
