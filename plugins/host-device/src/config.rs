@@ -5,7 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nuage_core::netlink::{Link, MacAddr, Netlink};
 use nuage_core::skel::{CmdArgs, Command};
-use nuage_core::{Error, Result};
+use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
@@ -153,12 +153,22 @@ fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<Selector> {
     let mut pci = Some(hd.pci_bus_id).filter(|s| !s.is_empty());
     let mut aux = None;
     let mut pci_key = "pciBusID";
-    if let Some(id) = a
+    let device_id = a
         .conf
         .runtime("deviceID")
         .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-    {
+        .filter(|s| !s.is_empty());
+    // A runtime injects `deviceID` (Multus with a device plugin) whatever
+    // the config says: a config that names its device by name, MAC or path
+    // keeps it, as the reference's order (device, hwaddr, kernelpath, then
+    // the PCI address) has it.
+    let named = !hd.device.is_empty() || !hd.hwaddr.is_empty() || !hd.kernelpath.is_empty();
+    if let Some(id) = device_id.filter(|_| named) {
+        log::info(format_args!(
+            "runtimeConfig.deviceID {id} ignored: the config names its device"
+        ));
+    }
+    if let Some(id) = device_id.filter(|_| !named) {
         // The `deviceID` capability replaces `pciBusID`.
         pci_key = "runtimeConfig.deviceID";
         if bus_entry(SYS_BUS_PCI, id).is_some_and(|p| p.exists()) {

@@ -252,6 +252,24 @@ fn bad_input_changes_nothing() {
     assert!(leases(&host, NET).is_empty());
 }
 
+/// A runtime injects `runtimeConfig.deviceID` (Multus with a device
+/// plugin) into a config that names its device: the config's name wins,
+/// as with the reference, instead of a two-selector error.
+#[test]
+fn an_injected_device_id_yields_to_the_configured_device() {
+    let (host, _lan) = setup("hd-devid");
+    let mac = mac_of(&host);
+    let c = conf(
+        "1.0.0",
+        json!({"capabilities": {"deviceID": true}, "runtimeConfig": {"deviceID": "0000:99:99.9"}}),
+    );
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, &c);
+    assert_eq!(res["interfaces"][0]["mac"], mac.as_str());
+    del(&host, Some(ctr.path_str()), &c);
+    assert_home(&host, &mac);
+}
+
 #[test]
 fn failing_adds_give_the_device_back() {
     let (host, _lan) = setup("hd-rollback");
