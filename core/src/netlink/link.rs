@@ -456,6 +456,9 @@ impl Netlink {
         let mut peer = LinkMessage::default();
         peer.attributes = base_attrs(spec.peer_name, spec.mtu, spec.peer_mac);
         queues(&mut peer.attributes);
+        // Transmit queue length 0 on both ends, as the reference's links
+        // have (`ip link` shows no qlen): a veth has no qdisc to queue in.
+        peer.attributes.push(LinkAttribute::TxQueueLen(0));
         if let Some(ns) = spec.peer_netns {
             // The fd must stay open until the ACK: `spec` borrows the NetNs.
             peer.attributes
@@ -470,6 +473,7 @@ impl Netlink {
         msg.attributes
             .extend(spec.controller.map(LinkAttribute::Controller));
         queues(&mut msg.attributes);
+        msg.attributes.push(LinkAttribute::TxQueueLen(0));
         let echoed = self
             .sock
             .request_as(
@@ -564,6 +568,8 @@ impl Netlink {
         let data = InfoData::MacVlan(vec![InfoMacVlan::Mode(mode.kernel())]);
         let mut msg = new_link(name, InfoKind::MacVlan, Some(data), mtu, mac);
         msg.attributes.push(LinkAttribute::Link(parent_index));
+        // As the reference's macvlan (`ip link` shows no qlen).
+        msg.attributes.push(LinkAttribute::TxQueueLen(0));
         if let Some(ns) = netns {
             // The parent is looked up in the socket's namespace, the new
             // device is registered in `ns`.

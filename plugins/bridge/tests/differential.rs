@@ -209,6 +209,7 @@ fn host_state(side: &Side, bridge: &str, veth: &str) -> Value {
         "veth": {
             "kind": v["linkinfo"]["info_kind"],
             "mtu": v["mtu"],
+            "txqlen": v["txqlen"],
             "up": has_flag(&v, "UP"),
             "master": v["master"],
             "hairpin": port["hairpin"],

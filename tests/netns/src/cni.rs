@@ -106,9 +106,9 @@ pub fn leases(host: &Host, network: &str) -> Vec<String> {
 }
 
 /// The container-side state of `ifname` that the result describes, in a
-/// comparable form: the link (kind, macvlan mode, MTU, MAC, up, alias), its
-/// addresses (no link-local) and the routes of the namespace (no kernel
-/// link-local or multicast ones; protocol ignored).
+/// comparable form: the link (kind, macvlan mode, MTU, queue length, MAC,
+/// up, alias), its addresses (no link-local) and the routes of the
+/// namespace (no kernel link-local or multicast ones; protocol ignored).
 pub fn state(ns: &Netns, ifname: &str) -> Value {
     let link = ns
         .link(ifname)
@@ -122,6 +122,7 @@ pub fn state(ns: &Netns, ifname: &str) -> Value {
         "kind": info["info_kind"],
         "mode": info["info_data"]["mode"],
         "mtu": link["mtu"],
+        "txqlen": link["txqlen"],
         "mac": link["address"],
         "up": flags.iter().any(|f| f == "UP"),
         "alias": link.get("ifalias").cloned().unwrap_or(Value::Null),

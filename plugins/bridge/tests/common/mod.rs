@@ -282,6 +282,7 @@ pub fn ctr_state(ns: &Netns, ifname: &str) -> Value {
         "name": link["ifname"],
         "kind": link["linkinfo"]["info_kind"],
         "mtu": link["mtu"],
+        "txqlen": link["txqlen"],
         "flags": flags,
         "operstate": link["operstate"],
         "addrs": addrs,
