@@ -181,19 +181,22 @@ fn mac(a: &CmdArgs, mv: &MacvlanConf) -> Result<Option<[u8; 6]>> {
         ("args.cni.mac", str_of(a.conf.args_cni("mac"))),
         ("runtimeConfig.mac", str_of(a.conf.runtime("mac"))),
     ];
-    let mut mac = None;
-    for (what, v) in sources {
-        if let Some(v) = v {
-            let m: MacAddr = v.parse().map_err(|_| {
-                Error::config(format!(
-                    "invalid args {v} for MAC addr: {what} is not a MAC address"
-                ))
-                .with_details("use the form aa:bb:cc:dd:ee:ff")
-            })?;
-            mac = Some(m.0);
-        }
-    }
-    Ok(mac)
+    // The last source given wins (an empty one is not given), and only it
+    // is read, as with the reference.
+    let Some((what, v)) = sources
+        .into_iter()
+        .rev()
+        .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
+    else {
+        return Ok(None);
+    };
+    let m: MacAddr = v.parse().map_err(|_| {
+        Error::config(format!(
+            "invalid args {v} for MAC addr: {what} is not a MAC address"
+        ))
+        .with_details("use the form aa:bb:cc:dd:ee:ff")
+    })?;
+    Ok(Some(m.0))
 }
 
 fn str_of(v: Option<&serde_json::Value>) -> Option<String> {

@@ -196,7 +196,7 @@ fn l2_mode_without_ipam() {
 fn mac_sources_in_order() {
     let (host, _lan) = setup("mv-mac");
     let c = conf("1.0.0", json!({"mac": "02:00:00:00:00:01", "ipam": null}));
-    let cases: [(&str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str); 5] = [
         ("", "{}", "02:00:00:00:00:01"),
         (
             "IgnoreUnknown=1;MAC=02:00:00:00:00:02",
@@ -207,6 +207,14 @@ fn mac_sources_in_order() {
             "MAC=02:00:00:00:00:02",
             r#"{"mac":"02:00:00:00:00:03"}"#,
             "02:00:00:00:00:03",
+        ),
+        // Empty sources are none; only the winning one is read, in any
+        // 48-bit form of Go's net.ParseMAC.
+        ("IgnoreUnknown=1;MAC=", r#"{"mac":""}"#, "02:00:00:00:00:01"),
+        (
+            "IgnoreUnknown=1;MAC=zz",
+            r#"{"mac":"02-00-00-00-00-0A"}"#,
+            "02:00:00:00:00:0a",
         ),
     ];
     for (args, rc, want) in cases {

@@ -42,7 +42,8 @@ impl Conf {
             }
             Some(_) => {}
         }
-        let mtu = u32::try_from(p.mtu)
+        // Negative: unset, as the reference reads it (Go's `int`).
+        let mtu = u32::try_from(p.mtu.max(0))
             .or_else(|e| if strict { Err(e) } else { Ok(0) })
             .map_err(|_| {
                 Error::config(format!("invalid MTU {}", p.mtu))

@@ -238,7 +238,7 @@ fn bad_input() {
             json!({"ipMasqBackend": "pf"}),
             r#"unknown ipmasq backend "pf""#,
         ),
-        (json!({"mtu": -5}), "invalid MTU -5"),
+        (json!({"mtu": 1u64 << 33}), "invalid MTU 8589934592"),
         (
             json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24"}]}}),
             "without a gateway",
@@ -271,6 +271,12 @@ fn bad_input() {
     assert!(err_msg(&out).contains("already exists"), "{out}");
     assert_eq!(host.netns().link_names(), ["lo"]);
     assert!(leases(&host, NET).is_empty());
+    // A negative MTU is no MTU, as the reference reads it; null is absent.
+    let other = host.container("d");
+    let odd = conf("1.0.0", json!({"mtu": -5, "ipMasq": null}));
+    add(&host, &other, "d1", &odd);
+    assert_eq!(other.link("eth0").unwrap()["mtu"], 1500);
+    del(&host, Some(other.path_str()), "d1", &odd);
 }
 
 #[test]
