@@ -48,6 +48,9 @@ pub enum Selector {
 pub struct Conf {
     /// `None` for DEL, GC and STATUS.
     pub selector: Option<Selector>,
+    /// A PCI `runtimeConfig.deviceID` the config's own selector overrides:
+    /// still the device whose user-space driver means DPDK mode.
+    injected_pci: Option<String>,
     pub ipam: bool,
     pub data_dir: PathBuf,
 }
@@ -69,8 +72,15 @@ impl Conf {
             )));
         }
         let strict = matches!(a.command, Command::Add | Command::Check);
+        let (selector, injected_pci) = if strict {
+            let (s, i) = selector(a, hd)?;
+            (Some(s), i)
+        } else {
+            (None, None)
+        };
         Ok(Conf {
-            selector: if strict { Some(selector(a, hd)?) } else { None },
+            selector,
+            injected_pci,
             ipam: !a.conf.ipam_type().is_empty(),
             data_dir,
         })
@@ -85,8 +95,9 @@ impl Conf {
     /// A PCI device bound to a user-space (DPDK) driver: there is no
     /// interface to move, the container gets the device some other way.
     pub fn dpdk(&self) -> Result<bool> {
-        let Selector::Pci(id) = self.selected()? else {
-            return Ok(false);
+        let id = match (self.selected()?, &self.injected_pci) {
+            (Selector::Pci(id), _) | (_, Some(id)) => id,
+            _ => return Ok(false),
         };
         let driver = Path::new(SYS_BUS_PCI).join(id).join("driver");
         let target = std::fs::read_link(&driver).map_err(|e| {
@@ -148,8 +159,9 @@ impl Conf {
     }
 }
 
-/// The one way the config names the device (`deviceID` replaces `pciBusID`).
-fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<Selector> {
+/// The one way the config names the device (`deviceID` replaces `pciBusID`),
+/// and the PCI `deviceID` it overrides, if any.
+fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<(Selector, Option<String>)> {
     let mut pci = Some(hd.pci_bus_id).filter(|s| !s.is_empty());
     let mut aux = None;
     let mut pci_key = "pciBusID";
@@ -159,30 +171,36 @@ fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<Selector> {
         .and_then(|v| v.as_str())
         .filter(|s| !s.is_empty());
     // A runtime injects `deviceID` (Multus with a device plugin) whatever
-    // the config says: a config that names its device by name, MAC or path
-    // keeps it, as the reference's order (device, hwaddr, kernelpath, then
-    // the PCI address) has it.
+    // the config says. As the reference: it must exist; bound to a
+    // user-space driver it means DPDK mode; otherwise a config that names
+    // its device by name, MAC or path keeps it (the reference's order:
+    // device, hwaddr, kernelpath, then the PCI address).
     let named = !hd.device.is_empty() || !hd.hwaddr.is_empty() || !hd.kernelpath.is_empty();
-    if let Some(id) = device_id.filter(|_| named) {
-        log::info(format_args!(
-            "runtimeConfig.deviceID {id} ignored: the config names its device"
-        ));
-    }
-    if let Some(id) = device_id.filter(|_| !named) {
-        // The `deviceID` capability replaces `pciBusID`.
-        pci_key = "runtimeConfig.deviceID";
-        if bus_entry(SYS_BUS_PCI, id).is_some_and(|p| p.exists()) {
-            pci = Some(id.to_string());
-        } else if bus_entry(SYS_BUS_AUX, id).is_some_and(|p| p.exists()) {
-            pci = None;
-            aux = Some(id.to_string());
-        } else {
+    let mut injected_pci = None;
+    if let Some(id) = device_id {
+        let on_pci = bus_entry(SYS_BUS_PCI, id).is_some_and(|p| p.exists());
+        if !on_pci && !bus_entry(SYS_BUS_AUX, id).is_some_and(|p| p.exists()) {
             return Err(Error::config(format!(
                 "runtime config DeviceID {id} not found or unsupported"
             ))
             .with_details(format!(
                 "{id} is neither in {SYS_BUS_PCI} nor in {SYS_BUS_AUX}"
             )));
+        }
+        if named {
+            log::info(format_args!(
+                "runtimeConfig.deviceID {id}: the config names its device, which is used"
+            ));
+            injected_pci = on_pci.then(|| id.to_string());
+        } else {
+            // The `deviceID` capability replaces `pciBusID`.
+            pci_key = "runtimeConfig.deviceID";
+            if on_pci {
+                pci = Some(id.to_string());
+            } else {
+                pci = None;
+                aux = Some(id.to_string());
+            }
         }
     }
     let given: Vec<&str> = [
@@ -239,7 +257,7 @@ fn selector(a: &CmdArgs, hd: HostDeviceConf) -> Result<Selector> {
         }
         Selector::Pci(id)
     };
-    Ok(selector)
+    Ok((selector, injected_pci))
 }
 
 /// `<bus>/<id>`, unless `id` could leave the bus directory.

@@ -253,17 +253,56 @@ fn bad_input_changes_nothing() {
 }
 
 /// A runtime injects `runtimeConfig.deviceID` (Multus with a device
-/// plugin) into a config that names its device: the config's name wins,
-/// as with the reference, instead of a two-selector error.
+/// plugin) into a config that names its device: as with the reference, the
+/// deviceID must exist, and a config's name wins over one bound to a
+/// kernel driver (a user-space one would mean DPDK mode).
 #[test]
 fn an_injected_device_id_yields_to_the_configured_device() {
     let (host, _lan) = setup("hd-devid");
     let mac = mac_of(&host);
-    let c = conf(
-        "1.0.0",
-        json!({"capabilities": {"deviceID": true}, "runtimeConfig": {"deviceID": "0000:99:99.9"}}),
-    );
+    let with_id = |id: &str| {
+        conf(
+            "1.0.0",
+            json!({"capabilities": {"deviceID": true}, "runtimeConfig": {"deviceID": id}}),
+        )
+    };
     let ctr = host.container("c");
+    let missing = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &with_id("0000:99:99.9"),
+        &[],
+    );
+    assert!(
+        err_msg(&missing).contains("runtime config DeviceID 0000:99:99.9 not found"),
+        "{missing}"
+    );
+    // A PCI device of this machine bound to a kernel driver (read only).
+    let kernel_bound = std::fs::read_dir("/sys/bus/pci/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path().join("driver")).is_ok_and(|d| {
+                let d = d
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                !["vfio-pci", "uio_pci_generic", "igb_uio"].contains(&d.as_str())
+            })
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned());
+    let Some(id) = kernel_bound else {
+        eprintln!(
+            "no PCI device bound to a kernel driver here: the deviceID precedence case is not run"
+        );
+        return;
+    };
+    let c = with_id(&id);
     let res = add(&host, &ctr, &c);
     assert_eq!(res["interfaces"][0]["mac"], mac.as_str());
     del(&host, Some(ctr.path_str()), &c);
