@@ -420,6 +420,18 @@ fn nft_path() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// STATUS of a network that needs nftables (`ipMasq`, `macspoofchk`):
+/// code 50 when the `nft` binary, which sets up our tables, is missing.
+pub fn status() -> Result<()> {
+    match nft_path() {
+        Some(_) => Ok(()),
+        None => {
+            let e = nft_missing("status");
+            Err(Error::not_available(e.msg))
+        }
+    }
+}
+
 fn nft_missing(op: &str) -> Error {
     Error::internal(format!(
         "nft: {op}: the `nft` binary was not found (searched PATH and {}): \

@@ -125,7 +125,10 @@ impl NetConf {
             .get("cni.dev/valid-attachments")
             .or_else(|| obj.get("cni.dev/attachments"))
         {
-            None | Some(Value::Null) => None,
+            None => None,
+            // libcni writes a runtime's empty (nil) list as null: none is
+            // valid, as with [].
+            Some(Value::Null) => Some(Vec::new()),
             Some(v) => Some(
                 serde_json::from_value(v.clone())
                     .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,

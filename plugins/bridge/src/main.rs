@@ -99,14 +99,14 @@ impl Plugin for Bridge {
                     .collect();
                 link::ensure_gateway_addrs(&mut host, &br, &gws, conf.br.force_address)?;
                 sysctl::enable_forwarding(&mut host, &gws)?;
-                // As the reference, the bridge's MAC after the gateway is set:
-                // the kernel may have changed it (its lowest port's) unless it
-                // was set explicitly, as we do for the bridges we create.
-                if !link::has_pinned_mac(&br) {
-                    if let Some(b) = host.link_by_index(br.index)? {
-                        result.interfaces[0].mac = mac_string(b.mac);
-                    }
-                }
+            }
+        }
+        // As the reference, the bridge's MAC once our port (and gateway) is
+        // on it: the kernel may have changed it (to its lowest port's)
+        // unless it was set explicitly, as we do for the bridges we create.
+        if !link::has_pinned_mac(&br) {
+            if let Some(b) = host.link_by_index(br.index)? {
+                result.interfaces[0].mac = mac_string(b.mac);
             }
         }
         // Masquerade and spoof check in one nftables transaction.
@@ -274,7 +274,11 @@ impl Plugin for Bridge {
     }
 
     fn status(&self, a: &CmdArgs) -> Result<()> {
-        if Conf::load(a)?.ipam {
+        let conf = Conf::load(a)?;
+        if conf.br.ip_masq || conf.br.macspoofchk {
+            nft::status()?;
+        }
+        if conf.ipam {
             nuage_ipam::status(a)?;
         }
         Ok(())

@@ -233,6 +233,34 @@ fn configs_as_go_reads_them() {
     assert!(leases(&host, "gonet").is_empty());
 }
 
+/// On a bridge whose MAC the kernel chose (one made by someone else, the
+/// reference's cni0), a port can change that MAC: the result reports the
+/// MAC after our port joined, so CHECK agrees with it, isGateway or not.
+#[test]
+fn the_result_has_the_bridge_mac_after_the_port_joined() {
+    let host = setup("life-brmac");
+    host.netns()
+        .ip(&["link", "add", "br-kmac", "type", "bridge"]);
+    host.netns().ip(&["link", "set", "br-kmac", "up"]);
+    for gw in [false, true] {
+        let c = net(
+            &host,
+            "1.0.0",
+            "kmac",
+            "br-kmac",
+            Some("10.96.0.0/24"),
+            json!({"isGateway": gw}),
+        );
+        let cid = format!("k{gw}");
+        let ctr = host.container(&cid);
+        let res = add(&host, &ctr, &cid, &c);
+        let now = host.netns().link("br-kmac").unwrap()["address"].clone();
+        assert_eq!(res["interfaces"][0]["mac"], now, "isGateway {gw}");
+        check(&host, &ctr, &cid, &c, &res).assert_success();
+        del(&host, Some(ctr.path_str()), &cid, &with_prev(&c, &res));
+    }
+}
+
 #[test]
 fn del_with_the_veth_already_deleted() {
     let host = setup("life-del-noveth");
@@ -648,7 +676,14 @@ fn gc_releases_unlisted_attachments_and_keeps_listed_ones() {
     assert_eq!(nft_elements_with(&host, "othernet/"), other_elems);
     assert_eq!(leases(&host, "othernet"), [ip_of(&ores, 0)]);
 
-    // An empty list releases everything of this network, and only it.
+    // An empty list releases everything of this network, and only it; so
+    // does null (libcni's encoding of a runtime's empty list).
+    let g3 = host.container("gc3");
+    let r3 = add(&host, &g3, "gc3", &c);
+    assert_attachment_present(&host, "gc3", &r3);
+    gc(Value::Null);
+    assert!(!leases(&host, NET).contains(&ip_of(&r3, 0)));
+    assert!(nft_elements_with(&host, &format!("{NET}/gc3/")).is_empty());
     gc(json!([]));
     assert!(leases(&host, NET).is_empty());
     assert!(nft_elements_with(&host, &format!("{NET}/")).is_empty());

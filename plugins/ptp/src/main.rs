@@ -172,6 +172,9 @@ impl Plugin for Ptp {
     }
 
     fn status(&self, a: &CmdArgs) -> Result<()> {
+        if Conf::load(a)?.ip_masq {
+            nft::status()?;
+        }
         // Without an ipam section this is 50 too: ptp cannot serve ADD.
         nuage_ipam::status(a)
     }
