@@ -214,15 +214,20 @@ impl StaticConf {
         let args = CniArgs::parse(cni_args)?;
         args.check_known(&["IP", "GATEWAY"])?;
         let from_args = addresses.len();
+        // A bad CNI_ARGS value is code 4 (an environment variable), not 7.
+        let env = |e: Error| Error::env(e.msg);
         if let Some(ips) = args.get("IP").filter(|s| !s.is_empty()) {
             for s in ips.split(',').map(str::trim) {
-                addresses.push((parse_cidr(s, "CNI_ARGS IP")?, None));
+                addresses.push((parse_cidr(s, "CNI_ARGS IP").map_err(env)?, None));
             }
         }
         if let Some(gws) = args.get("GATEWAY").filter(|s| !s.is_empty()) {
             for s in gws.split(',').map(str::trim) {
-                let gw = parse_ip(s)
-                    .ok_or_else(|| Error::config(format!("invalid gateway address: {s}")))?;
+                let gw = parse_ip(s).ok_or_else(|| {
+                    Error::env(format!(
+                        "CNI_ARGS GATEWAY: invalid gateway address {s:?}: use an IP address"
+                    ))
+                })?;
                 for (net, g) in &mut addresses[from_args..] {
                     if net.contains(gw) && net.is_ipv4() == gw.is_ipv4() {
                         *g = Some(gw);

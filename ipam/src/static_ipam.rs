@@ -79,8 +79,9 @@ pub fn check(a: &CmdArgs) -> Result<()> {
                 a.ifname
             ))
             .with_details(format!(
-                "gateway is {:?}, configured {gateway:?}",
-                found.gateway
+                "the result's gateway is {}, the config's {}",
+                found.gateway.map_or("none".into(), |g| g.to_string()),
+                gateway.map_or("none".into(), |g| g.to_string())
             )));
         }
     }

@@ -383,19 +383,20 @@ fn static_bad_input() {
     for (ipam, msg, code) in cases {
         refused(STATIC, st(ipam), "", code, msg);
     }
+    // A bad CNI_ARGS value is code 4 (an environment variable).
     refused(
         STATIC,
         st(json!({})),
         "IP=10.0.0.5",
-        7,
+        4,
         "invalid CIDR 10.0.0.5",
     );
     refused(
         STATIC,
         st(json!({})),
         "IP=10.0.0.5/24;GATEWAY=nope",
-        7,
-        "invalid gateway address: nope",
+        4,
+        "CNI_ARGS GATEWAY: invalid gateway address \"nope\"",
     );
     let mut c = st(json!({}));
     c["runtimeConfig"] = json!({"ips": ["10.0.0.5"]});

@@ -161,10 +161,14 @@ impl fmt::Display for MacvlanMode {
 }
 
 impl Netlink {
-    /// The link named `name`, or `None`.
+    /// The link named `name`, or `None` (also for a name no link can have:
+    /// longer than 15 bytes, which the kernel answers with ERANGE).
     ///
     /// Equivalent to: `ip link show dev <name>`
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
+        if name.is_empty() || name.len() > 15 {
+            return Ok(None);
+        }
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         self.get_link(msg, format_args!("get link {name:?}"))

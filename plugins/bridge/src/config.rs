@@ -106,11 +106,20 @@ impl Conf {
                 ipam,
             });
         }
-        if br.br_name.is_empty() || br.br_name.len() > 15 || br.br_name.contains(['/', ':', ' ']) {
+        if br.br_name.is_empty()
+            || br.br_name.len() > 15
+            || br.br_name.contains(['/', ':', ' '])
+            || br.br_name == "."
+            || br.br_name == ".."
+        {
             return Err(
                 Error::config(format!("invalid bridge name {:?}", br.br_name))
                     .with_details("a bridge name is 1 to 15 characters without '/', ':' or spaces"),
             );
+        }
+        if br.mtu != 0 && !(68..=65535).contains(&br.mtu) {
+            return Err(Error::config(format!("invalid MTU {}", br.mtu))
+                .with_details("mtu is 68 to 65535, or 0 for the kernel's default"));
         }
         if br.hairpin_mode && br.promisc_mode {
             return Err(Error::config(
@@ -139,11 +148,19 @@ impl Conf {
                 (Some(id), None, None) if ok(id) => {}
                 (None, Some(a), Some(b)) if ok(a) && ok(b) && a <= b => {}
                 (None, Some(_), None) | (None, None, Some(_)) => {
-                    return Err(Error::config("minID and maxID should be configured simultaneously"))
+                    return Err(Error::config(
+                        "minID and maxID should be configured simultaneously",
+                    ))
                 }
                 _ => {
-                    return Err(Error::config(format!("invalid vlanTrunk entry {t:?}"))
-                        .with_details("use {\"id\": 1..4094} or {\"minID\": a, \"maxID\": b} with 1 <= a <= b <= 4094"))
+                    let show = |v: Option<i64>| v.map_or("none".into(), |v| v.to_string());
+                    return Err(Error::config(format!(
+                        "invalid vlanTrunk entry (id {}, minID {}, maxID {})",
+                        show(t.id),
+                        show(t.min_id),
+                        show(t.max_id)
+                    ))
+                        .with_details("use {\"id\": 1..4094} or {\"minID\": a, \"maxID\": b} with 1 <= a <= b <= 4094"));
                 }
             }
         }
@@ -180,10 +197,22 @@ impl Conf {
             .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
         {
             let m: MacAddr = v.parse().map_err(|_| {
-                Error::config(format!(
-                    "{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"
-                ))
+                let msg = format!("{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
+                // CNI_ARGS is an environment variable: code 4.
+                if what.starts_with("CNI_ARGS") {
+                    Error::env(msg)
+                } else {
+                    Error::config(msg)
+                }
             })?;
+            if m.0[0] & 1 != 0 {
+                return Err(Error::config(format!(
+                    "{what} {v:?} is a multicast address, which no interface can have"
+                ))
+                .with_details(
+                    "use a unicast MAC: the low bit of the first byte clear (02:..., not 01:...)",
+                ));
+            }
             mac = Some(m.0);
         }
         Ok(Conf { br, mac, ipam })

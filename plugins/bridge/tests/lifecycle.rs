@@ -877,9 +877,9 @@ fn rollback_on_bad_mtu() {
         }
         c
     };
-    // Fresh bridge: too big for a bridge.
-    let msg = add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 999);
-    assert!(msg.contains("mtu") || msg.contains("MTU"), "{msg}");
+    // Fresh bridge: too big for any link, refused before anything is made.
+    let msg = add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 7);
+    assert!(msg.contains("invalid MTU 70000"), "{msg}");
     assert!(host.netns().link(BR).is_none());
     // Fresh bridge, MTU below IPv6's minimum with an IPv6 range: fails after
     // the bridge, the veth and the leases exist.
@@ -892,7 +892,7 @@ fn rollback_on_bad_mtu() {
     // Existing bridge (with an attachment): the same two, and it stays.
     let first = host.container("first");
     let r = add(&host, &first, "first", &full(&host, "1.0.0"));
-    add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 999);
+    add_fails_cleanly(&host, &ctr, "c", &with_mtu(70000, false), 7);
     add_fails_cleanly(&host, &ctr, "c", &with_mtu(100, true), 7);
     assert_eq!(ports_of(&host, BR), [host_veth(&r)]);
     assert_eq!(host_link(&host, BR)["mtu"], 1500);
@@ -1306,6 +1306,28 @@ fn bad_input_gets_the_right_code_and_leaves_nothing() {
             vec![],
             7,
             "VLAN",
+        ),
+        (
+            "bridge named ..",
+            with(json!({"bridge": ".."})).to_string(),
+            vec![],
+            7,
+            "invalid bridge name \"..\"",
+        ),
+        (
+            "multicast MAC",
+            with(json!({"capabilities": {"mac": true}, "runtimeConfig": {"mac": "01:00:5e:00:00:01"}}))
+                .to_string(),
+            vec![],
+            7,
+            "is a multicast address",
+        ),
+        (
+            "CNI_ARGS MAC that is not one",
+            base.to_string(),
+            vec![("CNI_ARGS", "IgnoreUnknown=1;MAC=zz".to_string())],
+            4,
+            "CNI_ARGS MAC \"zz\" is not a MAC address",
         ),
         (
             "vlan -1",

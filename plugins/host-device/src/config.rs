@@ -65,9 +65,13 @@ impl Conf {
             .data_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DATA_DIR));
-        if !data_dir.is_absolute() {
+        if !data_dir.is_absolute()
+            || data_dir
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        {
             return Err(Error::config(format!(
-                "dataDir {} must be an absolute path",
+                "dataDir {} must be an absolute path without . or ..",
                 data_dir.display()
             )));
         }
@@ -100,6 +104,11 @@ impl Conf {
             _ => return Ok(false),
         };
         let driver = Path::new(SYS_BUS_PCI).join(id).join("driver");
+        // No driver bound: no DPDK, and no interface either, which the
+        // lookup then reports by its PCI address.
+        if !driver.exists() {
+            return Ok(false);
+        }
         let target = std::fs::read_link(&driver).map_err(|e| {
             Error::os(
                 format_args!("error with host device: {}", driver.display()),

@@ -224,6 +224,14 @@ fn bad_input_changes_nothing() {
         ),
         (json!({"device": "nope0"}), "failed to find host device"),
         (
+            json!({"dataDir": "/tmp/../tmp/hd"}),
+            "must be an absolute path without . or ..",
+        ),
+        (
+            json!({"device": "a-name-no-link-can-have"}),
+            "failed to find host device",
+        ),
+        (
             json!({"device": null, "runtimeConfig": {"deviceID": "0000:99:99.9"}}),
             "runtime config DeviceID 0000:99:99.9 not found or unsupported",
         ),

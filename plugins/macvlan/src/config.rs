@@ -191,11 +191,23 @@ fn mac(a: &CmdArgs, mv: &MacvlanConf) -> Result<Option<[u8; 6]>> {
         return Ok(None);
     };
     let m: MacAddr = v.parse().map_err(|_| {
-        Error::config(format!(
-            "invalid args {v} for MAC addr: {what} is not a MAC address"
-        ))
-        .with_details("use the form aa:bb:cc:dd:ee:ff")
+        let msg = format!("invalid args {v} for MAC addr: {what} is not a MAC address");
+        // CNI_ARGS is an environment variable: code 4.
+        let e = if what.starts_with("CNI_ARGS") {
+            Error::env(msg)
+        } else {
+            Error::config(msg)
+        };
+        e.with_details("use the form aa:bb:cc:dd:ee:ff")
     })?;
+    if m.0[0] & 1 != 0 {
+        return Err(Error::config(format!(
+            "{what} {v:?} is a multicast address, which no interface can have"
+        ))
+        .with_details(
+            "use a unicast MAC: the low bit of the first byte clear (02:..., not 01:...)",
+        ));
+    }
     Ok(Some(m.0))
 }
 

@@ -327,6 +327,11 @@ fn bad_input() {
             json!({"master": "nope0"}),
             r#"failed to lookup master "nope0""#,
         ),
+        // Longer than any interface name (the kernel would answer ERANGE).
+        (
+            json!({"master": "a-name-no-link-can-have"}),
+            r#"failed to lookup master "a-name-no-link-can-have""#,
+        ),
         (
             json!({"mtu": 9000}),
             "invalid MTU 9000, must be [0, master MTU(1500)]",

@@ -49,6 +49,10 @@ impl Conf {
                 Error::config(format!("invalid MTU {}", p.mtu))
                     .with_details("mtu is 0 (the kernel default) or a positive number")
             })?;
+        if strict && mtu != 0 && !(68..=65535).contains(&mtu) {
+            return Err(Error::config(format!("invalid MTU {mtu}"))
+                .with_details("mtu is 68 to 65535, or 0 for the kernel's default"));
+        }
         Ok(Conf {
             ip_masq: p.ip_masq,
             mtu: (mtu != 0).then_some(mtu),

@@ -239,6 +239,7 @@ fn bad_input() {
             r#"unknown ipmasq backend "pf""#,
         ),
         (json!({"mtu": 1u64 << 33}), "invalid MTU 8589934592"),
+        (json!({"mtu": 70000}), "invalid MTU 70000"),
         (
             json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24"}]}}),
             "without a gateway",
