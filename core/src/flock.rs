@@ -1,26 +1,35 @@
-//! Lock files shared by the plugin processes of one machine.
+//! Lock files shared by the plugin processes of one machine (`flock(2)`,
+//! as the reference plugins take theirs), waited for at most a bounded
+//! time: a holder that is stuck (a hung plugin, a stopped process) yields
+//! code 11 ("try again later") instead of a plugin that never answers.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
+use crate::{Code, Error, Result};
 
-use crate::{Error, Result};
+/// How long a plugin waits for a lock before answering code 11. A holder
+/// keeps it for milliseconds; many parallel holders, for seconds.
+pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A held lock, released when dropped.
+/// A held lock, released when dropped (the file is closed).
 #[must_use = "the lock is released when this is dropped"]
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] Flock<File>);
+pub struct Lock(#[allow(dead_code)] File);
 
 /// Locks `path` (created, with its directory, when missing), shared or
-/// exclusive, until the guard is dropped; waits for a conflicting holder.
+/// exclusive, until the guard is dropped; waits for a conflicting holder
+/// at most [`WAIT`].
 ///
-/// Equivalent to: `flock [-s] <path>`
+/// Equivalent to: `flock [-s] -w 60 <path>`
 pub fn lock(path: &Path, exclusive: bool) -> Result<Lock> {
     let open = || {
         OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(false)
@@ -39,14 +48,51 @@ pub fn lock(path: &Path, exclusive: bool) -> Result<Lock> {
         r => r,
     }
     .map_err(|e| Error::os(format_args!("open {}", path.display()), e))?;
-    let how = if exclusive {
-        FlockArg::LockExclusive
+    lock_file(file, path, exclusive, WAIT).map(Lock)
+}
+
+/// Locks the open `file` (named `path` in errors), waiting at most `wait`.
+/// Uncontended, one non-blocking `flock`; contended, a thread blocks in
+/// `flock` (the kernel hands the lock over in order, with no polling) while
+/// this one waits for it or for the deadline.
+pub fn lock_file(file: File, path: &Path, exclusive: bool, wait: Duration) -> Result<File> {
+    let fail = |e: std::io::Error| Error::os(format_args!("lock {}", path.display()), e);
+    let tried = if exclusive {
+        file.try_lock()
     } else {
-        FlockArg::LockShared
+        file.try_lock_shared()
     };
-    Flock::lock(file, how)
-        .map(Lock)
-        .map_err(|(_, e)| Error::os(format_args!("lock {}", path.display()), e.into()))
+    match tried {
+        Ok(()) => return Ok(file),
+        Err(TryLockError::Error(e)) => return Err(fail(e)),
+        Err(TryLockError::WouldBlock) => {}
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let r = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        // The receiver may have given up: the file (and the lock) go with
+        // this process.
+        let _ = tx.send(r.map(|()| file));
+    });
+    match rx.recv_timeout(wait) {
+        Ok(r) => r.map_err(fail),
+        Err(_) => Err(Error::new(
+            Code::TryAgain,
+            format!(
+                "{} is locked by another process for more than {} s",
+                path.display(),
+                wait.as_secs()
+            ),
+        )
+        .with_details(format!(
+            "a plugin may be stuck holding it: retry, or find the holder with `fuser -v {}`",
+            path.display()
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -59,19 +105,22 @@ mod tests {
         let path = dir.join("sub/x.lock");
         let a = lock(&path, false).unwrap();
         let b = lock(&path, false).unwrap();
-        let try_exclusive = || {
-            let f = File::options().write(true).open(&path).unwrap();
-            Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok()
-        };
-        assert!(
-            !try_exclusive(),
-            "an exclusive lock while shared ones are held"
-        );
+        let reopen = || File::options().write(true).open(&path).unwrap();
+        let short = Duration::from_millis(50);
+        let e = lock_file(reopen(), &path, true, short).unwrap_err();
+        assert_eq!(e.code, Code::TryAgain, "{e}");
+        assert!(e.msg.contains("is locked by another process"), "{e}");
         drop((a, b));
-        assert!(try_exclusive());
-        let _x = lock(&path, true).unwrap();
-        let f = File::options().write(true).open(&path).unwrap();
-        assert!(Flock::lock(f, FlockArg::LockSharedNonblock).is_err());
+        let x = lock_file(reopen(), &path, true, short).unwrap();
+        assert!(lock_file(reopen(), &path, false, short).is_err());
+        // A waiter gets the lock once the holder lets go.
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || lock(&path, false).map(drop))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        drop(x);
+        waiter.join().unwrap().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

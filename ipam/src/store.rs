@@ -179,8 +179,8 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::os(format!("open lock {}", path.display()), e))?;
-        lock.lock()
-            .map_err(|e| Error::os(format!("lock {}", path.display()), e))?;
+        // Bounded: a stuck holder yields code 11, not a plugin that hangs.
+        let lock = nuage_core::flock::lock_file(lock, &path, true, nuage_core::flock::WAIT)?;
         let meta = dir.join(META);
         let index = match Index::open(&meta) {
             Err(e) if e.errno() == Some(libc::ENOENT) => {
