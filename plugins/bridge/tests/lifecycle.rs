@@ -261,6 +261,52 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
+/// The `nft` an ADD starts dies with it: a runtime that kills a slow ADD
+/// (its timeout) and DELs the attachment gets no rules committed behind
+/// its back.
+#[test]
+fn the_nft_of_a_killed_add_dies_with_it() {
+    let host = setup("life-pdeath");
+    let flags = host.dir().join("pd");
+    std::fs::create_dir_all(&flags).unwrap();
+    write_script(
+        &host,
+        "slow-nft/nft",
+        &format!(
+            "#!/bin/sh\n: > {f}/started\nsleep 2\n: > {f}/ran\nexec /usr/sbin/nft \"$@\"\n",
+            f = flags.display()
+        ),
+    );
+    let path = format!("{}:{DEFAULT_PATH}", host.dir().join("slow-nft").display());
+    let conf = host.write_file("pd.json", &full(&host, "1.0.0").to_string());
+    let ctr = host.container("pd");
+    let cmd = format!("exec {} < {}", ours().display(), conf.display());
+    let bg = host.spawn(
+        Path::new("/bin/sh"),
+        &["-c", &cmd],
+        &[
+            ("PATH", path.as_str()),
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "pd"),
+            ("CNI_NETNS", ctr.path_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", REFERENCE_DIR),
+        ],
+    );
+    wait_until("the ADD started nft", || flags.join("started").exists());
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &bg.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !flags.join("ran").exists(),
+        "the nft of the killed ADD ran on"
+    );
+    drop(bg);
+}
+
 #[test]
 fn del_with_the_veth_already_deleted() {
     let host = setup("life-del-noveth");
