@@ -2,6 +2,7 @@
 //! `pkg/ipam.ConfigureIface`): its addresses, the link up, its routes.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::netlink::{Link, Netlink, RouteSpec};
 use crate::netns::NetNs;
@@ -88,7 +89,7 @@ pub fn configure_link(
     // done) when ADD returns; a workload that binds at once would fail on
     // a tentative one. (With `nodad` there is nothing to wait for.)
     if !nodad && ips.iter().any(|ip| ip.gateway.is_some_and(|g| g.is_ipv6())) {
-        nl.settle_ipv6(link.index, ifname, std::time::Duration::from_secs(10))?;
+        nl.settle_ipv6(link.index, ifname, Duration::from_secs(10))?;
     }
     let gw = |v4: bool| {
         ips.iter()

@@ -5,6 +5,8 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use std::time::{Duration, Instant};
+
 use super::{IpFamily, Netlink};
 use crate::{Error, Result};
 
@@ -70,23 +72,8 @@ impl Netlink {
     /// cannot be a route's `src` ("Invalid source address"). That takes a
     /// millisecond or so, not the seconds of a real DAD.
     pub fn wait_not_tentative(&mut self, index: u32, name: &str) -> Result<()> {
-        const IFA_F_DADFAILED: u32 = 0x08;
-        const IFA_F_TENTATIVE: u32 = 0x40;
-        for ms in [0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-            let addrs = self.addrs(Some(index))?;
-            if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
-                return Err(Error::internal(format!(
-                    "{} on {name}: duplicate address detected",
-                    a.address
-                )));
-            }
-            if !addrs
-                .iter()
-                .any(|a| a.address.is_ipv6() && a.flags & IFA_F_TENTATIVE != 0)
-            {
-                return Ok(());
-            }
+        if self.dad_settled(index, name, Duration::from_secs(2))? {
+            return Ok(());
         }
         Err(Error::internal(format!(
             "IPv6 addresses of {name} are still tentative after 2 s"
@@ -99,11 +86,25 @@ impl Netlink {
     /// not (logged), as with the reference's `ip.SettleAddresses`.
     ///
     /// Equivalent to: polling `ip -6 addr show dev <index> tentative`
-    pub fn settle_ipv6(&mut self, index: u32, name: &str, max: std::time::Duration) -> Result<()> {
+    pub fn settle_ipv6(&mut self, index: u32, name: &str, max: Duration) -> Result<()> {
+        if !self.dad_settled(index, name, max)? {
+            crate::log::warn(format_args!(
+                "IPv6 addresses of {name} still tentative after {max:?}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Polls the IPv6 addresses of link `index` until none is tentative
+    /// (true) or `max` has passed (false), at once then after growing
+    /// pauses; a failed duplicate address detection is an error.
+    fn dad_settled(&mut self, index: u32, name: &str, max: Duration) -> Result<bool> {
         const IFA_F_DADFAILED: u32 = 0x08;
         const IFA_F_TENTATIVE: u32 = 0x40;
-        let start = std::time::Instant::now();
+        let start = Instant::now();
+        let mut pauses = [0, 1, 2, 5, 10, 20].into_iter();
         loop {
+            std::thread::sleep(Duration::from_millis(pauses.next().unwrap_or(50)));
             let addrs = self.addrs_of(Some(index), IpFamily::V6)?;
             if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
                 return Err(Error::internal(format!(
@@ -113,15 +114,11 @@ impl Netlink {
                 .with_details("another host on the link uses this address"));
             }
             if !addrs.iter().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
-                return Ok(());
+                return Ok(true);
             }
             if start.elapsed() >= max {
-                crate::log::warn(format_args!(
-                    "IPv6 addresses of {name} still tentative after {max:?}"
-                ));
-                return Ok(());
+                return Ok(false);
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
