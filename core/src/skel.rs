@@ -83,6 +83,58 @@ impl CmdArgs {
         CniArgs::parse(&self.args)
     }
 
+    /// The container MAC the request asks for, read as the reference
+    /// plugins read it: of `config` (the plugin's own key, if it has one),
+    /// `CNI_ARGS` `MAC=` (from `args`), `args.cni.mac` and
+    /// `runtimeConfig.mac`, the last non-empty one wins and only it is
+    /// parsed. `unparsable(source, value)` words the error of one that is not
+    /// a MAC: code 4 from `CNI_ARGS` (an environment variable), 7 otherwise.
+    /// A multicast MAC, which no interface can have, is refused.
+    pub fn requested_mac(
+        &self,
+        args: &CniArgs,
+        config: Option<&str>,
+        unparsable: impl Fn(&str, &str) -> String,
+    ) -> Result<Option<[u8; 6]>> {
+        let sources = [
+            ("mac", config),
+            ("CNI_ARGS MAC", args.get("MAC")),
+            (
+                "args.cni.mac",
+                self.conf.args_cni("mac").and_then(|v| v.as_str()),
+            ),
+            (
+                "runtimeConfig.mac",
+                self.conf.runtime("mac").and_then(|v| v.as_str()),
+            ),
+        ];
+        let Some((what, v)) = sources
+            .into_iter()
+            .rev()
+            .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
+        else {
+            return Ok(None);
+        };
+        let mac: crate::netlink::MacAddr = v.parse().map_err(|_| {
+            let msg = unparsable(what, v);
+            let e = if what.starts_with("CNI_ARGS") {
+                Error::env(msg)
+            } else {
+                Error::config(msg)
+            };
+            e.with_details("use the form aa:bb:cc:dd:ee:ff")
+        })?;
+        if mac.0[0] & 1 != 0 {
+            return Err(Error::config(format!(
+                "{what} {v:?} is a multicast address, which no interface can have"
+            ))
+            .with_details(
+                "use a unicast MAC: the low bit of the first byte clear (02:..., not 01:...)",
+            ));
+        }
+        Ok(Some(mac.0))
+    }
+
     /// The container's network namespace for ADD and CHECK: it must exist, be
     /// a network namespace, and not be the plugin's own (code 8) unless
     /// `CNI_NETNS_OVERRIDE` is set.

@@ -1,7 +1,6 @@
 //! The `bridge` plugin's keys, with the reference's names, defaults and
 //! validation messages.
 
-use nuage_core::netlink::MacAddr;
 use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{log, Error, Result};
 use serde::Deserialize;
@@ -171,50 +170,9 @@ impl Conf {
         }
         let args = a.cni_args()?;
         args.check_known(&["IP", "MAC", "GATEWAY"])?;
-        let mut mac = None;
-        let sources = [
-            ("CNI_ARGS MAC", args.get("MAC").map(str::to_string)),
-            (
-                "args.cni.mac",
-                a.conf
-                    .args_cni("mac")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-            ),
-            (
-                "runtimeConfig.mac",
-                a.conf
-                    .runtime("mac")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-            ),
-        ];
-        // The last source given wins (an empty one is not given), and only
-        // it is read, as with the reference.
-        if let Some((what, v)) = sources
-            .into_iter()
-            .rev()
-            .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
-        {
-            let m: MacAddr = v.parse().map_err(|_| {
-                let msg = format!("{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)");
-                // CNI_ARGS is an environment variable: code 4.
-                if what.starts_with("CNI_ARGS") {
-                    Error::env(msg)
-                } else {
-                    Error::config(msg)
-                }
-            })?;
-            if m.0[0] & 1 != 0 {
-                return Err(Error::config(format!(
-                    "{what} {v:?} is a multicast address, which no interface can have"
-                ))
-                .with_details(
-                    "use a unicast MAC: the low bit of the first byte clear (02:..., not 01:...)",
-                ));
-            }
-            mac = Some(m.0);
-        }
+        let mac = a.requested_mac(&args, None, |what, v| {
+            format!("{what} {v:?} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        })?;
         Ok(Conf { br, mac, ipam })
     }
 

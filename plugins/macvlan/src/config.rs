@@ -2,7 +2,7 @@
 //! validation messages, plus nuage's `hostShim`.
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{Link, MacAddr, MacvlanMode, Netlink};
+use nuage_core::netlink::{Link, MacvlanMode, Netlink};
 use nuage_core::skel::{CmdArgs, Command};
 use nuage_core::{log, Error, Result};
 use serde::Deserialize;
@@ -175,44 +175,9 @@ impl Conf {
 fn mac(a: &CmdArgs, mv: &MacvlanConf) -> Result<Option<[u8; 6]>> {
     let args = a.cni_args()?;
     args.check_known(&["IP", "MAC", "GATEWAY"])?;
-    let sources = [
-        ("mac", Some(mv.mac.clone()).filter(|m| !m.is_empty())),
-        ("CNI_ARGS MAC", args.get("MAC").map(str::to_string)),
-        ("args.cni.mac", str_of(a.conf.args_cni("mac"))),
-        ("runtimeConfig.mac", str_of(a.conf.runtime("mac"))),
-    ];
-    // The last source given wins (an empty one is not given), and only it
-    // is read, as with the reference.
-    let Some((what, v)) = sources
-        .into_iter()
-        .rev()
-        .find_map(|(what, v)| Some((what, v.filter(|v| !v.is_empty())?)))
-    else {
-        return Ok(None);
-    };
-    let m: MacAddr = v.parse().map_err(|_| {
-        let msg = format!("invalid args {v} for MAC addr: {what} is not a MAC address");
-        // CNI_ARGS is an environment variable: code 4.
-        let e = if what.starts_with("CNI_ARGS") {
-            Error::env(msg)
-        } else {
-            Error::config(msg)
-        };
-        e.with_details("use the form aa:bb:cc:dd:ee:ff")
-    })?;
-    if m.0[0] & 1 != 0 {
-        return Err(Error::config(format!(
-            "{what} {v:?} is a multicast address, which no interface can have"
-        ))
-        .with_details(
-            "use a unicast MAC: the low bit of the first byte clear (02:..., not 01:...)",
-        ));
-    }
-    Ok(Some(m.0))
-}
-
-fn str_of(v: Option<&serde_json::Value>) -> Option<String> {
-    v.and_then(|v| v.as_str()).map(str::to_string)
+    a.requested_mac(&args, Some(&mv.mac), |what, v| {
+        format!("invalid args {v} for MAC addr: {what} is not a MAC address")
+    })
 }
 
 fn parse_mode(s: &str) -> Result<MacvlanMode> {
