@@ -110,16 +110,7 @@ fn every_version_moves_the_device_in_and_back() {
         }
         assert_eq!(records(&host), 1);
         if !["0.1.0", "0.2.0", "0.3.0", "0.3.1"].contains(v) {
-            cni(
-                &host,
-                &ours(),
-                "CHECK",
-                "c1",
-                Some(ctr.path_str()),
-                &with_prev(&c, &res),
-                &[],
-            )
-            .assert_success();
+            check_ok(&host, &ours(), "c1", &ctr, &with_prev(&c, &res));
         }
         del(&host, Some(ctr.path_str()), &with_prev(&c, &res));
         assert_home(&host, &mac);
@@ -144,16 +135,7 @@ fn the_container_uses_the_moved_link() {
         ctr.ping("10.50.0.254"),
         "the container reaches the segment through hd0"
     );
-    cni(
-        &host,
-        &ours(),
-        "CHECK",
-        "c1",
-        Some(ctr.path_str()),
-        &with_prev(&c, &res),
-        &[],
-    )
-    .assert_success();
+    check_ok(&host, &ours(), "c1", &ctr, &with_prev(&c, &res));
     ctr.ip(&["link", "set", "eth0", "address", "02:50:00:00:00:01"]);
     let out = cni(
         &host,

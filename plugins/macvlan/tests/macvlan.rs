@@ -304,16 +304,7 @@ fn link_in_container() {
     let c = conf("1.0.0", json!({"master": "up0", "linkInContainer": true}));
     let res = add(&host, &ctr, "c1", &c);
     assert_eq!(ctr.link("eth0").unwrap()["link"], "up0");
-    cni(
-        &host,
-        &ours(),
-        "CHECK",
-        "c1",
-        Some(ctr.path_str()),
-        &with_prev(&c, &res),
-        &[],
-    )
-    .assert_success();
+    check_ok(&host, &ours(), "c1", &ctr, &with_prev(&c, &res));
     del(&host, Some(&ctr), "c1", &c);
     assert!(ctr.link("eth0").is_none() && ctr.link("up0").is_some());
 }
@@ -509,16 +500,7 @@ fn host_shim_lets_the_host_reach_its_containers() {
         ),
         (Some("macvlan"), Some("phy0"))
     );
-    cni(
-        &host,
-        &ours(),
-        "CHECK",
-        "cb",
-        Some(b.path_str()),
-        &with_prev(&shim, &rb),
-        &[],
-    )
-    .assert_success();
+    check_ok(&host, &ours(), "cb", &b, &with_prev(&shim, &rb));
 
     // DEL without prevResult finds its routes from the record; the shim stays for c.
     del(&host, Some(&b), "cb", &shim);

@@ -210,16 +210,7 @@ fn containers_reach_the_host_each_other_and_with_masquerade_the_outside() {
     del(&host, Some(a.path_str()), "ca", &plain);
     let ra = add(&host, &a, "ca", &masq);
     assert!(a.ping("192.0.2.2"), "masqueraded to the outside");
-    cni(
-        &host,
-        &ours(),
-        "CHECK",
-        "ca",
-        Some(a.path_str()),
-        &with_prev(&masq, &ra),
-        &[],
-    )
-    .assert_success();
+    check_ok(&host, &ours(), "ca", &a, &with_prev(&masq, &ra));
     del(&host, Some(a.path_str()), "ca", &masq);
     assert!(!host
         .exec("nft", &["list", "map", "inet", "nuage", "masq4"])
@@ -385,16 +376,7 @@ fn a_late_del_leaves_the_masquerade_of_the_addresses_new_holder() {
     assert_eq!(ip_of(&rb, 0), ip_of(&ra, 0));
     del(&host, Some(&path), "ca", &a_prev);
     let b_prev = with_prev(&c, &rb);
-    cni(
-        &host,
-        &ours(),
-        "CHECK",
-        "cb",
-        Some(b.path_str()),
-        &b_prev,
-        &[],
-    )
-    .assert_success();
+    check_ok(&host, &ours(), "cb", &b, &b_prev);
     del(&host, Some(b.path_str()), "cb", &b_prev);
     let map = host
         .exec("nft", &["list", "map", "inet", "nuage", "masq4"])

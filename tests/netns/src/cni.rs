@@ -47,6 +47,15 @@ pub fn add_ok(host: &Host, bin: &Path, cid: &str, ns: &Netns, conf: &str) -> Val
     out.expect_json().clone()
 }
 
+/// A CHECK of attachment (`cid`, `eth0`) in `ns` (`conf` carries the
+/// prevResult), which must succeed with nothing on stdout.
+#[track_caller]
+pub fn check_ok(host: &Host, bin: &Path, cid: &str, ns: &Netns, conf: &str) {
+    let out = cni(host, bin, "CHECK", cid, Some(ns.path_str()), conf, &[]);
+    out.assert_success();
+    assert_eq!(out.stdout, "", "CHECK prints nothing:\n{out}");
+}
+
 /// A DEL of attachment (`cid`, `eth0`) on `netns` (`None`: `CNI_NETNS`
 /// unset), which must succeed with nothing on stdout.
 #[track_caller]
