@@ -140,8 +140,20 @@ impl Plugin for Macvlan {
         errs.into_result()
     }
 
+    /// Beyond the reference (whose STATUS leaves "check if master
+    /// interface exists" as a TODO): a host master that ADD could not
+    /// find makes the network not ready (code 50). A master inside the
+    /// container (`linkInContainer`) can only be checked by ADD.
     fn status(&self, a: &CmdArgs) -> Result<()> {
-        if Conf::load(a)?.ipam {
+        let conf = Conf::load(a)?;
+        if !conf.link_in_container {
+            let not_ready = |e: Error| Error {
+                code: nuage_core::Code::NotAvailable,
+                ..e
+            };
+            conf.master(&mut Netlink::new()?).map_err(not_ready)?;
+        }
+        if conf.ipam {
             nuage_ipam::status(a)?;
         }
         Ok(())

@@ -679,4 +679,17 @@ fn status_and_gc() {
     assert_eq!(leases(&host, NET).len(), 1);
     let bad = conf("1.1.0", json!({"ipam": {"type": "no-such-ipam"}}));
     cni(&host, &ours(), "STATUS", "", None, &bad, &[]).assert_cni_error(50);
+    // A master ADD cannot find makes the network not ready, by name...
+    let gone = conf("1.1.0", json!({"master": "phy9"}));
+    let out = cni(&host, &ours(), "STATUS", "", None, &gone, &[]);
+    let msg = out.assert_cni_error(50)["msg"].as_str().unwrap().to_owned();
+    assert!(msg.contains("\"phy9\""), "{out}");
+    // ...or as the default route's interface, once there is no default route.
+    let default = conf("1.1.0", json!({"master": ""}));
+    cni(&host, &ours(), "STATUS", "", None, &default, &[]).assert_success();
+    host.netns().ip(&["route", "del", "default"]);
+    cni(&host, &ours(), "STATUS", "", None, &default, &[]).assert_cni_error(50);
+    // A master in the container is ADD's to check.
+    let inside = conf("1.1.0", json!({"master": "phy9", "linkInContainer": true}));
+    cni(&host, &ours(), "STATUS", "", None, &inside, &[]).assert_success();
 }
