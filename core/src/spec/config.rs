@@ -134,6 +134,17 @@ impl NetConf {
                     .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,
             ),
         };
+        let prev_result = match obj.get("prevResult") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            // The reference fails to decode it too, on every verb.
+            Some(other) => {
+                return Err(Error::decode(format!(
+                    "\"prevResult\" must be a result object, got {other}"
+                ))
+                .with_details("pass the previous plugin's result, or no prevResult"))
+            }
+        };
         let take = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
         Ok(NetConf {
             cni_version,
@@ -143,7 +154,7 @@ impl NetConf {
             dns,
             runtime_config: take("runtimeConfig"),
             args: take("args"),
-            prev_result: take("prevResult"),
+            prev_result,
             valid_attachments,
             raw: raw.clone(),
         })
@@ -239,5 +250,10 @@ mod tests {
             NetConf::parse(br#"{"name":"x"}"#).unwrap().cni_version,
             "0.1.0"
         );
+        let e = NetConf::parse(br#"{"name":"x","prevResult":"{}"}"#).unwrap_err();
+        assert_eq!(e.code, Code::Decode);
+        assert!(e.msg.contains(r#"got "{}""#), "{}", e.msg);
+        let c = NetConf::parse(br#"{"name":"x","prevResult":null}"#).unwrap();
+        assert!(c.prev_result.is_none());
     }
 }

@@ -1333,6 +1333,13 @@ fn bad_input_gets_the_right_code_and_leaves_nothing() {
             "",
         ),
         (
+            "prevResult that is not an object",
+            with(json!({"prevResult": "10.0.0.2/24"})).to_string(),
+            vec![],
+            6,
+            "\"prevResult\" must be a result object, got \"10.0.0.2/24\"",
+        ),
+        (
             "unknown ipMasqBackend",
             with(json!({"ipMasqBackend": "xtables"})).to_string(),
             vec![],

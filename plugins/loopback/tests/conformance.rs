@@ -360,7 +360,12 @@ fn invalid_prev_result_is_refused_before_touching_the_container() {
     let bad_ip = json!({"cniVersion": "1.0.0", "ips": [{"address": "banana"}]});
     let bad_version = json!({"cniVersion": "1.0", "interfaces": [{"name": "eth0"}],
                              "ips": [{"interface": 0, "address": "10.0.0.2/24"}]});
-    for (prev, named) in [(bad_ip, "banana"), (bad_version, "\"1.0\"")] {
+    let not_object = json!(["10.0.0.2/24"]);
+    for (prev, named) in [
+        (bad_ip, "banana"),
+        (bad_version, "\"1.0\""),
+        (not_object, "[\"10.0.0.2/24\"]"),
+    ] {
         let out = Env::new("ADD", ctr.path_str()).run(&host, &with_prev("1.0.0", &prev));
         out.assert_failure();
         let e = out.expect_json();
