@@ -36,7 +36,12 @@ pub fn check_free(
             ),
         );
     }
-    let name = &conf.br.br_name;
+    existing_bridge(host, &conf.br.br_name)
+}
+
+/// The bridge `name` if it exists; an error if the name is another kind
+/// of link (ADD, and STATUS, which reports it as not ready).
+pub fn existing_bridge(host: &mut Netlink, name: &str) -> Result<Option<Link>> {
     match host.link_by_name(name)? {
         Some(l) if l.kind.as_deref() != Some("bridge") => Err(Error::internal(format!(
             "{name:?} already exists but is not a bridge"

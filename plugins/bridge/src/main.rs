@@ -273,8 +273,15 @@ impl Plugin for Bridge {
         errs.into_result()
     }
 
+    /// Not ready (50): the bridge name taken by another kind of link,
+    /// nftables missing for `ipMasq`/`macspoofchk`, IPAM not ready. A
+    /// missing bridge is fine: ADD creates it.
     fn status(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
+        link::existing_bridge(&mut Netlink::new()?, &conf.br.br_name).map_err(|e| Error {
+            code: nuage_core::Code::NotAvailable,
+            ..e
+        })?;
         if conf.br.ip_masq || conf.br.macspoofchk {
             nft::status()?;
         }

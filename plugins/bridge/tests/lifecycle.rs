@@ -802,6 +802,17 @@ fn status_is_ok_and_code_50_when_the_store_cannot_be_written() {
     );
     out.assert_success();
 
+    // The bridge name taken by another kind of link: ADD would fail.
+    host.netns()
+        .ip(&["link", "add", "taken0", "type", "veth", "peer", "taken1"]);
+    let mut taken = c.clone();
+    taken["bridge"] = json!("taken0");
+    let e = err(&status(&host, &taken), 50);
+    assert!(
+        e.contains("\"taken0\" already exists but is not a bridge"),
+        "{e}"
+    );
+
     // STATUS before 1.1.0 is refused.
     err(&status(&host, &full(&host, "1.0.0")), 1);
 }
