@@ -366,6 +366,11 @@ fn dispatch(
         conf,
     };
     let in_verb = |e: Error| (e, Some(InVerb));
+    if matches!(cmd, Command::Add | Command::Check) {
+        a.conf
+            .check_prev_result_is_object()
+            .map_err(|e| (e, None))?;
+    }
     match cmd {
         Command::Add => {
             let result = plugin.add(&a).map_err(in_verb)?;

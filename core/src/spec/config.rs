@@ -134,17 +134,6 @@ impl NetConf {
                     .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,
             ),
         };
-        let prev_result = match obj.get("prevResult") {
-            None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
-            // The reference fails to decode it too, on every verb.
-            Some(other) => {
-                return Err(Error::decode(format!(
-                    "\"prevResult\" must be a result object, got {other}"
-                ))
-                .with_details("pass the previous plugin's result, or no prevResult"))
-            }
-        };
         let take = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
         Ok(NetConf {
             cni_version,
@@ -154,10 +143,23 @@ impl NetConf {
             dns,
             runtime_config: take("runtimeConfig"),
             args: take("args"),
-            prev_result,
+            prev_result: take("prevResult"),
             valid_attachments,
             raw: raw.clone(),
         })
+    }
+
+    /// ADD and CHECK: a `prevResult` must be an object (code 6 otherwise,
+    /// as the reference's decoder). DEL does not ask: a broken one must
+    /// not keep it from releasing what the attachment holds.
+    pub fn check_prev_result_is_object(&self) -> Result<()> {
+        match &self.prev_result {
+            None | Some(Value::Object(_)) => Ok(()),
+            Some(other) => Err(Error::decode(format!(
+                "\"prevResult\" must be a result object, got {other}"
+            ))
+            .with_details("pass the previous plugin's result, or no prevResult")),
+        }
     }
 
     /// Reads the plugin's own keys into `T` (code 7 naming the key on error).
@@ -250,10 +252,12 @@ mod tests {
             NetConf::parse(br#"{"name":"x"}"#).unwrap().cni_version,
             "0.1.0"
         );
-        let e = NetConf::parse(br#"{"name":"x","prevResult":"{}"}"#).unwrap_err();
+        let c = NetConf::parse(br#"{"name":"x","prevResult":"{}"}"#).unwrap();
+        let e = c.check_prev_result_is_object().unwrap_err();
         assert_eq!(e.code, Code::Decode);
         assert!(e.msg.contains(r#"got "{}""#), "{}", e.msg);
         let c = NetConf::parse(br#"{"name":"x","prevResult":null}"#).unwrap();
         assert!(c.prev_result.is_none());
+        c.check_prev_result_is_object().unwrap();
     }
 }

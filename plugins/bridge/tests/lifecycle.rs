@@ -337,6 +337,20 @@ fn del_without_prev_result_finds_everything_from_the_container() {
 }
 
 #[test]
+fn del_with_a_prev_result_that_is_not_an_object_still_releases_everything() {
+    // ADD and CHECK refuse it (code 6); DEL must not: the reference's
+    // DEL fails on it and leaks the lease.
+    let host = setup("life-del-badprev");
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "bp", &c);
+    let bad = merge(c.clone(), json!({"prevResult": "10.0.0.2/24"}));
+    del(&host, Some(ctr.path_str()), "bp", &bad);
+    assert_attachment_gone(&host, "bp", &res);
+    assert_eq!(ctr.link_names(), ["lo"]);
+}
+
+#[test]
 fn del_with_the_hosts_own_netns_touches_nothing_there() {
     // A late DEL whose netns path now names the plugin's own namespace (a
     // recycled path) must not delete the host's interface of that name.
