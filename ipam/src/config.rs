@@ -69,11 +69,24 @@ impl HostLocalConf {
         Self::parse_with(conf, cni_args, true)
     }
 
-    /// The same for DEL, GC and STATUS, which only need the store: `CNI_ARGS`
+    /// The same for STATUS, which checks the config and the store: `CNI_ARGS`
     /// is not read, and ranges are validated when present but not required
     /// (they may come only from the `ipRanges` capability at ADD time).
-    pub fn parse_for_store(conf: &NetConf) -> Result<Self> {
+    pub fn parse_for_status(conf: &NetConf) -> Result<Self> {
         Self::parse_with(conf, "", false)
+    }
+
+    /// Where DEL and GC find the leases, `<dataDir>/<network>`, reading
+    /// nothing else: a config that ADD would refuse (an unknown key, a bad
+    /// range) must not keep its cleanup from releasing what it holds.
+    pub fn store_dir_of(conf: &NetConf) -> Result<PathBuf> {
+        let ipam = Obj::new("ipam", ipam_object(conf)?);
+        check_network_name(&conf.name)?;
+        let data_dir = match ipam.string("dataDir")? {
+            None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
+            Some(d) => checked_data_dir(d)?,
+        };
+        Ok(data_dir.join(&conf.name))
     }
 
     fn parse_with(conf: &NetConf, cni_args: &str, need_ranges: bool) -> Result<Self> {

@@ -170,8 +170,8 @@ fn allocate_all(
 /// capability) and `CNI_ARGS` are not required, so a DEL without them still
 /// releases.
 pub fn del(a: &CmdArgs) -> Result<()> {
-    let conf = HostLocalConf::parse_for_store(&a.conf)?;
-    let Some(mut store) = Store::open_existing(&conf.store_dir())? else {
+    let dir = HostLocalConf::store_dir_of(&a.conf)?;
+    let Some(mut store) = Store::open_existing(&dir)? else {
         return Ok(());
     };
     let released = store.release(&a.container_id, &a.ifname)?;
@@ -179,7 +179,7 @@ pub fn del(a: &CmdArgs) -> Result<()> {
     if !released.is_empty() {
         log::info(format_args!(
             "released {released:?} of {} ({}) on network {}",
-            a.container_id, a.ifname, conf.network
+            a.container_id, a.ifname, a.conf.name
         ));
     }
     Ok(())
@@ -218,15 +218,15 @@ pub fn check(a: &CmdArgs) -> Result<()> {
 /// since "no list" is not "no attachments". Legacy id-only leases are kept
 /// while their container id is attached on any interface.
 pub fn gc(a: &CmdArgs) -> Result<()> {
-    let conf = HostLocalConf::parse_for_store(&a.conf)?;
+    let dir = HostLocalConf::store_dir_of(&a.conf)?;
     let Some(valid) = &a.conf.valid_attachments else {
         log::info(format_args!(
             "GC of network {} without cni.dev/valid-attachments: nothing released",
-            conf.network
+            a.conf.name
         ));
         return Ok(());
     };
-    let Some(mut store) = Store::open_existing(&conf.store_dir())? else {
+    let Some(mut store) = Store::open_existing(&dir)? else {
         return Ok(());
     };
     let keep = keep_valid(
@@ -239,7 +239,7 @@ pub fn gc(a: &CmdArgs) -> Result<()> {
     for (ip, holder) in &report.released {
         log::info(format_args!(
             "GC released {ip} of {holder} on network {}",
-            conf.network
+            a.conf.name
         ));
     }
     Ok(())
@@ -249,7 +249,7 @@ pub fn gc(a: &CmdArgs) -> Result<()> {
 /// written (checked without writing anything); code 50 with the reason.
 pub fn status(a: &CmdArgs) -> Result<()> {
     let unavailable = |why: String| Error::not_available(format!("host-local is not ready: {why}"));
-    let conf = HostLocalConf::parse_for_store(&a.conf).map_err(|e| unavailable(e.to_string()))?;
+    let conf = HostLocalConf::parse_for_status(&a.conf).map_err(|e| unavailable(e.to_string()))?;
     let dir = conf.store_dir();
     let existing = dir
         .ancestors()

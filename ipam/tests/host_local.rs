@@ -318,6 +318,35 @@ fn gc_with_ranges_only_from_the_capability() {
     assert!(leases(&t.path().join("net1")).is_empty());
 }
 
+/// A config ADD refuses (an unknown key: a typo the reference's decoder
+/// ignores; a range that no longer parses) must not keep DEL and GC from
+/// releasing the leases it holds: the runtime would retry them forever.
+#[test]
+fn del_and_gc_release_under_a_config_that_add_refuses() {
+    let t = TempDir::new("lenient");
+    let c = conf(&t, "1.1.0");
+    for id in ["a", "b"] {
+        assert!(Call::new(HOST_LOCAL, "ADD", id).run(&c).ok);
+    }
+    let dir = t.path().join("net1");
+    let mut typo = c.clone();
+    typo["ipam"]["rangeStrat"] = json!("10.10.0.100");
+    typo["ipam"]["ranges"] = json!([[{"subnet": "10.10.0.1/24"}]]);
+    let add = Call::new(HOST_LOCAL, "ADD", "x").run(&typo);
+    assert_eq!(add.err_code(), 7, "{add:?}");
+    let out = Call::new(HOST_LOCAL, "DEL", "a").run(&typo);
+    assert!(out.ok && out.stdout.is_empty(), "{out:?}");
+    assert_eq!(leases(&dir).len(), 2, "b's leases only");
+    typo["cni.dev/valid-attachments"] = json!([]);
+    let out = Call::new(HOST_LOCAL, "GC", "").run(&typo);
+    assert!(out.ok, "{out:?}");
+    assert!(leases(&dir).is_empty());
+    // What DEL does read, the store's place, is still checked.
+    let mut escape = c.clone();
+    escape["ipam"]["dataDir"] = json!("relative/dir");
+    assert_eq!(Call::new(HOST_LOCAL, "DEL", "b").run(&escape).err_code(), 7);
+}
+
 #[test]
 fn status_reports_readiness() {
     let t = TempDir::new("status");
