@@ -20,15 +20,17 @@ struct MacvlanConf {
     mac: String,
     #[serde(default)]
     link_in_container: bool,
+    /// Not a key of the reference this replaces (v1.1.1): read in
+    /// [`Conf::load`], so that DEL never fails on it.
     #[serde(default)]
-    bcqueuelen: Option<u32>,
+    bcqueuelen: Option<serde_json::Value>,
+    /// nuage's own key, read in [`Conf::load`] for the same reason.
     #[serde(default)]
-    host_shim: Option<ShimKey>,
+    host_shim: Option<serde_json::Value>,
 }
 
 /// `"hostShim": true`, or `{"name": ..., "addresses": [...]}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum ShimKey {
     On(bool),
     Spec(ShimSpec),
@@ -83,10 +85,23 @@ impl Conf {
         };
         let mac = if strict { mac(a, &mv)? } else { None };
         let ipam = !a.conf.ipam_type().is_empty();
-        let shim = match mv.host_shim {
-            None | Some(ShimKey::On(false)) => None,
-            Some(ShimKey::On(true)) => Some(ShimSpec::default()),
-            Some(ShimKey::Spec(s)) => Some(s),
+        // Outside ADD and CHECK a value that does not parse is ignored: a
+        // bad `bcqueuelen` is unset, a bad `hostShim` is the default shim,
+        // whose records (which name the shim they used) DEL and GC follow.
+        let bcqueuelen = match mv.bcqueuelen.map(serde_json::from_value::<u32>) {
+            Some(Err(e)) if strict => {
+                return Err(Error::config(format!("invalid bcqueuelen: {e}"))
+                    .with_details("bcqueuelen is the broadcast queue length, 0 to 4294967295"))
+            }
+            Some(r) => r.ok(),
+            None => None,
+        };
+        let shim = match mv.host_shim.map(parse_shim) {
+            None | Some(Ok(ShimKey::On(false))) => None,
+            Some(Ok(ShimKey::On(true))) => Some(ShimSpec::default()),
+            Some(Ok(ShimKey::Spec(s))) => Some(s),
+            Some(Err(e)) if strict => return Err(e),
+            Some(Err(_)) => Some(ShimSpec::default()),
         };
         let shim = match shim {
             None => None,
@@ -106,11 +121,14 @@ impl Conf {
                 if !ipam {
                     fail("needs IPAM: the shim routes the containers' addresses")?;
                 }
-                let name = s.name.unwrap_or_else(|| default_shim_name(&a.conf.name));
+                let mut name = s.name.unwrap_or_else(|| default_shim_name(&a.conf.name));
                 if nuage_core::skel::validate_ifname(&name).is_err() {
-                    return Err(Error::config(format!(
-                        "hostShim: invalid interface name {name:?}"
-                    )));
+                    if strict {
+                        return Err(Error::config(format!(
+                            "hostShim: invalid interface name {name:?}"
+                        )));
+                    }
+                    name = default_shim_name(&a.conf.name);
                 }
                 Some(Shim {
                     name,
@@ -124,7 +142,7 @@ impl Conf {
             mtu: mv.mtu,
             mac,
             link_in_container: mv.link_in_container,
-            bcqueuelen: mv.bcqueuelen,
+            bcqueuelen,
             ipam,
             shim,
         })
@@ -164,6 +182,17 @@ impl Conf {
 }
 
 impl Conf {
+    /// DEL and GC: the shim whose records to follow: the config's, or,
+    /// when the config no longer has `hostShim` but the network has
+    /// records (the key was removed while containers were attached), the
+    /// default one (each record names the shim it used).
+    pub fn shim_to_clean(&self, a: &CmdArgs) -> Option<String> {
+        match &self.shim {
+            Some(s) => Some(s.name.clone()),
+            None => crate::shim::has_records(&a.conf.name).then(|| default_shim_name(&a.conf.name)),
+        }
+    }
+
     /// The MTU to create the macvlan with; `None` is the master's.
     pub fn mtu(&self) -> Option<u32> {
         u32::try_from(self.mtu).ok().filter(|m| *m != 0)
@@ -178,6 +207,20 @@ fn mac(a: &CmdArgs, mv: &MacvlanConf) -> Result<Option<[u8; 6]>> {
     a.requested_mac(&args, Some(&mv.mac), |what, v| {
         format!("invalid args {v} for MAC addr: {what} is not a MAC address")
     })
+}
+
+fn parse_shim(v: serde_json::Value) -> Result<ShimKey> {
+    let e = match v {
+        serde_json::Value::Bool(b) => return Ok(ShimKey::On(b)),
+        v @ serde_json::Value::Object(_) => match serde_json::from_value(v) {
+            Ok(spec) => return Ok(ShimKey::Spec(spec)),
+            Err(e) => e.to_string(),
+        },
+        other => format!("{other} is neither a boolean nor an object"),
+    };
+    Err(Error::config(format!("invalid hostShim: {e}")).with_details(
+        "hostShim is true, or {\"name\": \"<ifname>\", \"addresses\": [\"<ip>/<prefix>\", ...]}",
+    ))
 }
 
 fn parse_mode(s: &str) -> Result<MacvlanMode> {

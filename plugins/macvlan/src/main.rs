@@ -91,8 +91,8 @@ impl Plugin for Macvlan {
         // The shim's routes go before the addresses return to IPAM: a
         // released address may be handed to a new container at once, and
         // its route must not be the one deleted.
-        if let Some(s) = &conf.shim {
-            errs.collect(shim::del(&a.conf.name, &s.name, &a.attachment()));
+        if let Some(name) = conf.shim_to_clean(a) {
+            errs.collect(shim::del(&a.conf.name, &name, &a.attachment()));
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));
@@ -134,7 +134,7 @@ impl Plugin for Macvlan {
         if conf.ipam {
             errs.collect(nuage_ipam::gc(a));
         }
-        if conf.shim.is_some() {
+        if conf.shim_to_clean(a).is_some() {
             errs.collect(shim::gc(&a.conf.name, valid));
         }
         errs.into_result()

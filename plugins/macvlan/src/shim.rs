@@ -46,6 +46,12 @@ struct Locked {
     _lock: flock::Lock,
 }
 
+/// Whether `network` has shim records: DEL and GC follow them even when
+/// the config no longer asks for `hostShim`.
+pub fn has_records(network: &str) -> bool {
+    Path::new(STATE_DIR).join(network).is_dir()
+}
+
 fn lock(network: &str) -> Result<Locked> {
     let dir = Path::new(STATE_DIR).join(network);
     let lock = flock::lock(&dir.join(".lock"), true).context("hostShim")?;

@@ -340,7 +340,18 @@ fn bad_input() {
             json!({"hostShim": true, "mode": "private"}),
             "hostShim: needs mode",
         ),
-        (json!({"hostShim": {"bogus": 1}}), "invalid macvlan config"),
+        (
+            json!({"hostShim": {"bogus": 1}}),
+            "invalid hostShim: unknown field `bogus`",
+        ),
+        (
+            json!({"hostShim": 5}),
+            "invalid hostShim: 5 is neither a boolean nor an object",
+        ),
+        (
+            json!({"bcqueuelen": -1}),
+            "invalid bcqueuelen: invalid value: integer `-1`",
+        ),
     ];
     for (extra, msg) in cases {
         let out = cni(
@@ -455,18 +466,28 @@ fn del_is_idempotent_and_needs_no_netns() {
     // A DEL with the master gone works too.
     host.netns().ip(&["link", "del", "phy0"]);
     del(&host, Some(&ctr), "c2", &c);
-    // Nor does a bad mode, MAC or CNI_ARGS stop a DEL: it only cleans up.
-    let odd = conf("1.0.0", json!({"mode": "bogus", "mac": "nonsense"}));
+    // Nor does what ADD refuses stop a DEL: a bad mode, MAC, CNI_ARGS,
+    // bcqueuelen (a key the reference v1.1.1 does not read) or hostShim.
+    host.netns()
+        .ip(&["link", "add", "phy0", "type", "veth", "peer", "phy0p"]);
+    add(&host, &ctr, "c3", &c);
+    let odd = conf(
+        "1.0.0",
+        json!({"mode": "bogus", "mac": "nonsense", "bcqueuelen": -1,
+               "hostShim": {"name": "not a name", "bogus": 1}}),
+    );
     let out = cni(
         &host,
         &ours(),
         "DEL",
-        "c2",
+        "c3",
         Some(ctr.path_str()),
         &odd,
         &[("CNI_ARGS", "FOO=bar")],
     );
     out.assert_success();
+    assert!(leases(&host, NET).is_empty());
+    assert_eq!(ctr.link_names(), ["lo"]);
 }
 
 #[test]
@@ -581,6 +602,32 @@ fn shim_is_deleted_with_the_last_container() {
     assert!(host.netns().ping(&dst6));
     del(&host, Some(&a), "ca", &with_prev(&shim, &ra));
     assert!(host.netns().link(&name).is_none());
+}
+
+/// `hostShim` removed from the config while containers use the shim: DEL
+/// and GC still remove their routes and the shim (by the records).
+#[test]
+fn shim_is_cleaned_after_the_key_is_removed() {
+    let (host, _lan) = setup("mv-shim-gone");
+    let shim = conf("1.1.0", json!({"hostShim": {"name": "mvshim9"}}));
+    let plain = conf("1.1.0", json!({}));
+    let (a, b) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &a, "ca", &shim);
+    let rb = add(&host, &b, "cb", &shim);
+    let routed = |ip: &str| {
+        host.netns()
+            .routes(Family::V4)
+            .iter()
+            .any(|r| r["dst"] == ip && r["dev"] == "mvshim9")
+    };
+    assert!(routed(&ip_of(&ra, 0)) && routed(&ip_of(&rb, 0)));
+    del(&host, Some(&a), "ca", &plain);
+    assert!(!routed(&ip_of(&ra, 0)) && routed(&ip_of(&rb, 0)));
+    let gc = with(&plain, "cni.dev/valid-attachments", json!([]));
+    cni(&host, &ours(), "GC", "", None, &gc, &[]).assert_success();
+    assert!(!routed(&ip_of(&rb, 0)));
+    assert!(host.netns().link("mvshim9").is_none());
+    assert!(leases(&host, NET).is_empty());
 }
 
 /// A DEL never deletes another attachment's shim route: not a late DEL
