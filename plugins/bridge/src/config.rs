@@ -6,8 +6,9 @@ use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
 /// One `vlanTrunk` entry: `{"id": n}` or `{"minID": a, "maxID": b}`.
+/// Other keys are ignored, as by the reference's decoder (a misspelt
+/// `minId` leaves the entry empty, which ADD refuses).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Trunk {
     #[serde(default)]
     pub id: Option<i64>,

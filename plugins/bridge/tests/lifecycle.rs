@@ -351,6 +351,33 @@ fn del_with_a_prev_result_that_is_not_an_object_still_releases_everything() {
 }
 
 #[test]
+fn del_under_a_config_that_add_refuses_releases_everything() {
+    // vlanTrunk is refused by ADD on this kernel (and an entry with an
+    // extra key is accepted by the reference's decoder); a bad MTU, too.
+    let host = setup("life-del-oddconf");
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "oc", &c);
+    let odd = merge(
+        c.clone(),
+        json!({"vlanTrunk": [{"id": 5, "comment": "x"}, {"minId": 1}], "mtu": 10}),
+    );
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "oc2",
+        Some(ctr.path_str()),
+        &odd,
+        &[],
+    );
+    assert_ne!(out.assert_cni_error(7)["msg"], "", "{out}");
+    del(&host, Some(ctr.path_str()), "oc", &odd);
+    assert_attachment_gone(&host, "oc", &res);
+    assert_eq!(ctr.link_names(), ["lo"]);
+}
+
+#[test]
 fn del_with_the_hosts_own_netns_touches_nothing_there() {
     // A late DEL whose netns path now names the plugin's own namespace (a
     // recycled path) must not delete the host's interface of that name.
