@@ -104,6 +104,19 @@ impl Netlink {
         })
     }
 
+    /// Adds a route beside those to the same destination with other next
+    /// hops (`NLM_F_CREATE` without `NLM_F_EXCL`: IPv4 keeps both, IPv6
+    /// makes gateway routes ECMP siblings), as the reference adds IPAM
+    /// routes; `EEXIST` only for an identical route. A route to the
+    /// interface's own subnet via its gateway, beside the kernel's
+    /// connected route, is the common case.
+    ///
+    /// Equivalent to: `ip route prepend <dst> ...` (as [`Netlink::add_route`])
+    pub fn add_route_beside(&mut self, spec: &RouteSpec) -> Result<()> {
+        let msg = RouteNetlinkMessage::NewRoute(route_msg(spec, false));
+        self.ack(msg, NLM_F_CREATE, |_| format!("add route {spec}"))
+    }
+
     /// Adds a route or replaces the one with the same destination, table
     /// and metric.
     ///

@@ -494,8 +494,10 @@ fn ipam_routes_1_0_0() {
     let mut results = Vec::new();
     for s in [&o, &r] {
         let mut conf = case.conf(&s.host);
-        conf["ipam"]["routes"] =
-            json!([{"dst": "192.168.0.0/16"}, {"dst": "172.16.0.0/12", "gw": "10.88.0.254"}]);
+        // The subnet's own route via the gateway sits beside the kernel's
+        // connected route (an exclusive add would fail).
+        conf["ipam"]["routes"] = json!([{"dst": "192.168.0.0/16"},
+            {"dst": "172.16.0.0/12", "gw": "10.88.0.254"}, {"dst": "10.88.0.0/24"}]);
         let out = s.call("ADD", &conf, &[]);
         out.assert_success();
         results.push((out.expect_json().clone(), ctr_state(&s.ctr, "eth0")));

@@ -55,6 +55,13 @@ fn matrix() -> Vec<(&'static str, Value)> {
         ("vepa, L2 only", json!({"master": "phy0", "mode": "vepa"})),
         ("default master, dual stack", json!({"ipam": dual})),
         (
+            // A route without a gateway (none to take it from): scope
+            // universe, as the reference adds it, not `ip route`'s link.
+            "static, no gateway, gateway-less route",
+            json!({"master": "phy0", "ipam": {"type": "static",
+                "addresses": [{"address": "10.41.0.77/24"}], "routes": [{"dst": "192.0.2.0/24"}]}}),
+        ),
+        (
             "CNI_ARGS MAC wins over mac",
             json!({"master": "phy0", "ipam": v4, "args": "IgnoreUnknown=1;MAC=02:41:00:00:00:99"}),
         ),
@@ -68,7 +75,7 @@ fn config(version: &str, extra: &Value, data_dir: &str) -> String {
             v[k] = x.clone();
         }
     }
-    if v.get("ipam").is_some() {
+    if v["ipam"]["type"] == "host-local" {
         v["ipam"]["dataDir"] = json!(data_dir);
     }
     v.to_string()
