@@ -167,10 +167,13 @@ impl NetConf {
     /// the field at its zero value): configs written by Go programs and
     /// templates carry them.
     pub fn plugin<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(without_nulls(self.raw.clone())).map_err(|e| {
+        serde_path_to_error::deserialize(without_nulls(self.raw.clone())).map_err(|e| {
+            let key = e.path().to_string();
             Error::config(format!(
-                "invalid {} config for network {:?}: {e}",
-                self.plugin_type, self.name
+                "invalid {} config for network {:?}: {key}: {}",
+                self.plugin_type,
+                self.name,
+                e.into_inner()
             ))
         })
     }
@@ -256,6 +259,28 @@ mod tests {
         let e = c.check_prev_result_is_object().unwrap_err();
         assert_eq!(e.code, Code::Decode);
         assert!(e.msg.contains(r#"got "{}""#), "{}", e.msg);
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(rename_all = "camelCase")]
+        #[allow(dead_code)]
+        struct Keys {
+            #[serde(default)]
+            is_gateway: bool,
+            #[serde(default)]
+            trunk: Vec<u16>,
+        }
+        let bad = |raw: &[u8]| {
+            let c = NetConf::parse(raw).unwrap();
+            let e = c.plugin::<Keys>().unwrap_err();
+            assert_eq!(e.code, Code::InvalidConfig);
+            e.msg
+        };
+        assert_eq!(
+            bad(br#"{"name":"n","type":"bridge","isGateway":"true"}"#),
+            r#"invalid bridge config for network "n": isGateway: invalid type: string "true", expected a boolean"#
+        );
+        assert!(
+            bad(br#"{"name":"n","type":"t","trunk":[1,-2]}"#).contains(": trunk[1]: invalid value"),
+        );
         let c = NetConf::parse(br#"{"name":"x","prevResult":null}"#).unwrap();
         assert!(c.prev_result.is_none());
         c.check_prev_result_is_object().unwrap();
