@@ -125,14 +125,32 @@ pub fn delete(ns: &NetNs, index: u32) -> Result<()> {
     }
 }
 
+/// The kernel refuses to bring up a macvlan whose MAC a sibling on the
+/// same master already has (EADDRINUSE at UP, not at creation).
+pub fn explain_up(e: Error, conf: &Conf, master: &Link) -> Error {
+    match duplicate_mac(&e, conf, master) {
+        Some(h) => e.with_details(h),
+        None => e,
+    }
+}
+
+fn duplicate_mac(e: &Error, conf: &Conf, master: &Link) -> Option<String> {
+    let mac = conf.mac?;
+    matches!(e.errno(), Some(libc::EADDRINUSE) | Some(libc::EEXIST)).then(|| {
+        format!(
+            "another macvlan on {} already has MAC {}: give each container its own",
+            master.name,
+            MacAddr(mac)
+        )
+    })
+}
+
 /// The kernel's errors, with what to do about them.
 fn explain_create(e: Error, conf: &Conf, master: &Link) -> Error {
     let hint = match e.errno() {
-        Some(libc::EADDRINUSE) | Some(libc::EEXIST) if conf.mac.is_some() => Some(format!(
-            "another macvlan on {} already has MAC {}: give each container its own",
-            master.name,
-            MacAddr(conf.mac.unwrap_or_default())
-        )),
+        Some(libc::EADDRINUSE) | Some(libc::EEXIST) if conf.mac.is_some() => {
+            duplicate_mac(&e, conf, master)
+        }
         Some(libc::EINVAL) | Some(libc::EBUSY)
             if conf.mode == nuage_core::netlink::MacvlanMode::Passthru =>
         {

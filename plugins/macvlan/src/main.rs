@@ -63,7 +63,8 @@ impl Plugin for Macvlan {
             if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
                 link::ndisc_notify(ns, &a.ifname);
             }
-            ifconfig::configure_link(&mut ctr, ns, &mv, &result, false)?;
+            ifconfig::configure_link(&mut ctr, ns, &mv, &result, false)
+                .map_err(|e| link::explain_up(e, &conf, &master))?;
             if let Some(s) = &conf.shim {
                 let att = a.attachment();
                 let ips: Vec<IpAddr> = result.ips.iter().map(|ip| ip.address.ip()).collect();
@@ -74,7 +75,8 @@ impl Plugin for Macvlan {
             }
         } else {
             ctr.set_up(mv.index)
-                .with_context(|| format!("failed to set {:?} UP", a.ifname))?;
+                .with_context(|| format!("failed to set {:?} UP", a.ifname))
+                .map_err(|e| link::explain_up(e, &conf, &master))?;
         }
         // As the reference: the config's `dns`, even when empty, replaces IPAM's.
         result.dns = a.conf.dns.clone().unwrap_or_default();

@@ -237,6 +237,26 @@ fn mac_sources_in_order() {
         assert_eq!(ctr.link("eth0").unwrap()["address"], want);
         del(&host, Some(&ctr), "c1", &c);
     }
+    // Two containers with one MAC: the kernel refuses the second at UP;
+    // the error says why, with and without IPAM, and nothing is left.
+    let (a, b) = (host.container("a"), host.container("b"));
+    for c in [
+        c.clone(),
+        conf("1.0.0", json!({"mac": "02:00:00:00:00:01"})),
+    ] {
+        add(&host, &a, "ca", &c);
+        let out = cni(&host, &ours(), "ADD", "cb", Some(b.path_str()), &c, &[]);
+        let e = out.expect_json();
+        assert!(
+            e["details"]
+                .as_str()
+                .is_some_and(|d| d.contains("already has MAC 02:00:00:00:00:01")),
+            "{out}"
+        );
+        assert_eq!(b.link_names(), ["lo"]);
+        del(&host, Some(&a), "ca", &c);
+    }
+    assert!(leases(&host, NET).is_empty());
 }
 
 #[test]
