@@ -149,6 +149,22 @@ impl NetConf {
         })
     }
 
+    /// ADD of a plugin whose only addresses come from IPAM: a 0.1.0/0.2.0
+    /// result cannot be written without one, so such an ADD is refused
+    /// before anything is created (the reference fails once it is all
+    /// done, and leaves it in place).
+    pub fn require_ipam_for_old_result(&self) -> Result<()> {
+        if !self.ipam_type().is_empty() || version::at_least(&self.cni_version, "0.3.0") {
+            return Ok(());
+        }
+        Err(
+            Error::internal("cannot convert: no valid IP addresses").with_details(format!(
+                "a {} result needs at least one IP address and this network has no \"ipam\": add one, or use cniVersion 0.3.0 or later",
+                self.cni_version
+            )),
+        )
+    }
+
     /// ADD and CHECK: a `prevResult` must be an object (code 6 otherwise,
     /// as the reference's decoder). DEL does not ask: a broken one must
     /// not keep it from releasing what the attachment holds.

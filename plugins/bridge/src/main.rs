@@ -30,6 +30,7 @@ impl Plugin for Bridge {
 
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         let conf = Conf::load(a)?;
+        a.conf.require_ipam_for_old_result()?;
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
         let mut ctr = Netlink::in_netns(&ns)?;

@@ -1385,6 +1385,13 @@ fn bad_input_gets_the_right_code_and_leaves_nothing() {
             "",
         ),
         (
+            "a 0.2.0 result without IPAM",
+            with(json!({"cniVersion": "0.2.0", "ipam": null})).to_string(),
+            vec![],
+            999,
+            "cannot convert: no valid IP addresses",
+        ),
+        (
             "prevResult that is not an object",
             with(json!({"prevResult": "10.0.0.2/24"})).to_string(),
             vec![],

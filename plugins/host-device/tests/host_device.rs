@@ -218,6 +218,11 @@ fn bad_input_changes_nothing() {
             "runtime config DeviceID 0000:99:99.9 not found or unsupported",
         ),
         (json!({"device": "lo"}), "failed to move link"),
+        // A 0.2.0 result needs an address: refused before the move.
+        (
+            json!({"cniVersion": "0.2.0", "ipam": null}),
+            "cannot convert: no valid IP addresses",
+        ),
     ];
     for (extra, msg) in cases {
         let out = cni(

@@ -31,6 +31,7 @@ impl Plugin for Macvlan {
 
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         let conf = Conf::load(a)?;
+        a.conf.require_ipam_for_old_result()?;
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
         let (mut ctr, master, mv) = link::setup(&mut host, &ns, &conf, &a.ifname)?;

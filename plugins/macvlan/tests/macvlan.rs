@@ -372,6 +372,10 @@ fn bad_input() {
             json!({"bcqueuelen": -1}),
             "invalid bcqueuelen: invalid value: integer `-1`",
         ),
+        (
+            json!({"cniVersion": "0.2.0", "ipam": null}),
+            "cannot convert: no valid IP addresses",
+        ),
     ];
     for (extra, msg) in cases {
         let out = cni(
