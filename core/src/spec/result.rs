@@ -202,11 +202,12 @@ impl CniResult {
                     continue;
                 };
                 found = true;
+                // The 0.2.0 route is `dst` and `gw` only (as libcni's converter).
                 let routes = self
                     .routes
                     .iter()
                     .filter(|r| r.dst.is_ipv4() == v4)
-                    .cloned()
+                    .map(|r| Route::new(r.dst, r.gw))
                     .collect();
                 let block = Ip020 {
                     ip: ip.address,
@@ -373,7 +374,11 @@ mod tests {
         let v = sample().to_json("0.2.0").unwrap();
         assert_eq!(v["ip4"]["ip"], "10.1.0.5/16");
         assert_eq!(v["ip4"]["routes"][0]["dst"], "0.0.0.0/0");
-        assert_eq!(v["ip6"]["routes"][0]["dst"], "::/0");
+        assert_eq!(
+            v["ip6"]["routes"][0],
+            json!({"dst": "::/0"}),
+            "dst and gw only"
+        );
         assert!(v.get("ips").is_none());
         let back = CniResult::from_json(&v, "0.2.0").unwrap();
         assert_eq!(back.ips.len(), 2);
