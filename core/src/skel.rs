@@ -454,19 +454,21 @@ fn check_version(plugin: &impl Plugin, cmd: Command, conf_version: &str) -> Resu
         _ => None,
     };
     if let Some(min) = gate {
-        if version::parse(conf_version).is_none() {
+        // The gate reads the version as libcni does ("1.0" passes as
+        // 1.0.0, to be refused by the exact match below, code 1).
+        let Some(v) = version::parse_loose(conf_version) else {
             return Err(Error::decode(format!(
                 "invalid version {conf_version:?}: expected major.minor.patch"
             )));
-        }
-        if !version::at_least(conf_version, min) {
+        };
+        if Some(v) < version::parse_loose(min) {
             return Err(Error::incompatible(format!(
                 "config version does not allow {}",
                 cmd.as_str()
             ))
             .with_details(format!("{} needs cniVersion {min} or later", cmd.as_str())));
         }
-        if !supported.iter().any(|v| version::at_least(v, conf_version)) {
+        if !supported.iter().any(|s| version::parse_loose(s) >= Some(v)) {
             return Err(Error::incompatible(format!(
                 "plugin version does not allow {}",
                 cmd.as_str()
@@ -638,6 +640,22 @@ mod tests {
         env.push(("CNI_NETNS", "/run/netns/x"));
         let (_, out, _) = call(&env, r#"{"cniVersion":"0.3.1","name":"n"}"#);
         assert_eq!(err_of(&out).1, "config version does not allow CHECK");
+        // As libcni: a short version passes the gate, then is not one of
+        // ours (code 1); only one that does not parse is code 6.
+        for (v, code, msg) in [
+            ("1.0", 1, "incompatible CNI versions"),
+            ("0.4", 1, "incompatible CNI versions"),
+            ("0.3", 1, "config version does not allow CHECK"),
+            (
+                "v1.0.0",
+                6,
+                r#"invalid version "v1.0.0": expected major.minor.patch"#,
+            ),
+        ] {
+            let (_, out, _) = call(&env, &format!(r#"{{"cniVersion":"{v}","name":"n"}}"#));
+            let (c, m, _) = err_of(&out);
+            assert_eq!((c, m.as_str()), (code, msg), "{v}");
+        }
         let (code, out, _) = call(
             &[("CNI_COMMAND", "STATUS"), ("CNI_PATH", "/x")],
             r#"{"cniVersion":"1.0.0","name":"n"}"#,

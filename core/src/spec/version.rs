@@ -27,6 +27,19 @@ pub fn parse(v: &str) -> Option<(u64, u64, u64)> {
     it.next().is_none().then_some(r)
 }
 
+/// Parses as libcni's `ParseVersion`, which the reference's verb gates
+/// use: one to three numeric parts, the missing ones 0 ("1.0" is 1.0.0).
+pub fn parse_loose(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = [0u64; 3];
+    for (n, s) in v.split('.').enumerate() {
+        if n == 3 || s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        parts[n] = s.parse().ok()?;
+    }
+    Some((parts[0], parts[1], parts[2]))
+}
+
 /// Compares two versions; `None` when either is not a valid version.
 pub fn compare(a: &str, b: &str) -> Option<Ordering> {
     Some(parse(a)?.cmp(&parse(b)?))
@@ -54,6 +67,12 @@ mod tests {
     fn parses_and_compares() {
         assert_eq!(parse("0.3.1"), Some((0, 3, 1)));
         assert_eq!(parse("1.0"), None);
+        assert_eq!(parse_loose("1.0"), Some((1, 0, 0)));
+        assert_eq!(parse_loose("1"), Some((1, 0, 0)));
+        assert_eq!(parse_loose("0.4.0"), Some((0, 4, 0)));
+        for bad in ["", "v1", "1..0", "1.0.0.0", "1.x"] {
+            assert_eq!(parse_loose(bad), None, "{bad}");
+        }
         assert_eq!(parse("v1.0.0"), None);
         assert_eq!(parse("1.0.0.0"), None);
         assert!(at_least("1.1.0", "0.4.0"));
