@@ -191,11 +191,16 @@ impl CmdArgs {
 
     /// `prevResult`, read in the config's version.
     pub fn prev_result(&self) -> Result<Option<CniResult>> {
-        self.conf
+        let prev = self
+            .conf
             .prev_result
             .as_ref()
             .map(|v| CniResult::from_json(v, &self.conf.cni_version))
-            .transpose()
+            .transpose()?;
+        if let (Some(p), Command::Check) = (&prev, self.command) {
+            p.check_interface_indexes()?;
+        }
+        Ok(prev)
     }
 }
 
@@ -567,6 +572,30 @@ mod tests {
         ("CNI_IFNAME", "eth0"),
         ("CNI_PATH", "/opt/cni/bin"),
     ];
+
+    #[test]
+    fn dangling_interface_index_is_refused_by_check_only() {
+        let conf = NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","prevResult":{"cniVersion":"1.0.0",
+                 "ips":[{"address":"10.1.0.5/24","interface":0}]}}"#,
+        )
+        .unwrap();
+        let mut a = CmdArgs {
+            command: Command::Add,
+            container_id: "c".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: Vec::new(),
+            netns_override: false,
+            stdin: Vec::new(),
+            conf,
+        };
+        assert_eq!(a.prev_result().unwrap().unwrap().ips.len(), 1);
+        a.command = Command::Check;
+        let e = a.prev_result().unwrap_err();
+        assert_eq!(e.code, crate::Code::Decode, "{e}");
+    }
 
     #[test]
     fn about_without_command() {

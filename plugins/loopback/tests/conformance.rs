@@ -350,6 +350,19 @@ fn prev_result_is_passed_through_in_the_config_version() {
     }
 }
 
+/// An `ips[].interface` that names no interface: ADD passes the result
+/// along as the reference does (CHECKs that read it refuse it, code 6).
+#[test]
+fn dangling_interface_index_passes_add() {
+    require_root();
+    let host = Host::new("lo-dangle");
+    let ctr = host.container("c");
+    let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.1.0.5/24", "interface": 0}]});
+    let out = Env::new("ADD", ctr.path_str()).run(&host, &with_prev("1.0.0", &prev));
+    let res = assert_json_success(&out);
+    assert_eq!(res["ips"], prev["ips"]);
+}
+
 #[test]
 fn invalid_prev_result_is_refused_before_touching_the_container() {
     require_root();
