@@ -52,7 +52,7 @@ fn exec_bin(bin: &Path, cmd: Command, a: &CmdArgs) -> Result<Vec<u8>> {
         bin.display()
     ));
     let joined = std::env::join_paths(&a.path).unwrap_or_default();
-    let mut child = Process::new(bin)
+    let mut child = crate::child::die_with_parent(&mut Process::new(bin))
         .env("CNI_COMMAND", cmd.as_str())
         .env("CNI_CONTAINERID", &a.container_id)
         .env("CNI_NETNS", a.netns.as_deref().unwrap_or(""))

@@ -12,12 +12,14 @@
 //! - [`sysctl`]: per-namespace `/proc/sys` reads and writes;
 //! - [`ifconfig`]: an IPAM result applied to a container interface;
 //! - [`delegate`]: running another plugin (IPAM) from `CNI_PATH`;
+//! - [`child`]: child processes (`nft`, delegates) that die with the plugin;
 //! - [`nft`]: ipMasq and macspoofchk in nftables tables of our own, O(1) per container;
 //! - [`rollback`]: undo steps for an ADD that fails half-way;
 //! - [`log`]: one line per operation, to stderr or a log file, never stdout;
 //! - [`alloc`]: the plugins' bump allocator (short-lived processes).
 
 pub mod alloc;
+pub mod child;
 pub mod delegate;
 pub mod error;
 pub mod flock;

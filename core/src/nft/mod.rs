@@ -442,38 +442,13 @@ fn nft_missing(op: &str) -> Error {
 
 /// Runs `nft <args>` with `input` on stdin; returns stdout. A failure is an
 /// error naming `op`, with nft's `Error:` lines in the message, its whole
-/// stderr in the details, and the errno its message names.
-/// The child dies with the thread that spawned it (which waits for it): a
-/// plugin killed mid-ADD (a runtime's timeout) must not leave an `nft` that
-/// commits its rules after the runtime's DEL has cleaned up.
-///
-/// Equivalent to: `prctl(PR_SET_PDEATHSIG, SIGKILL)` in the child before exec
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and makes only
-    // async-signal-safe calls (prctl, getppid) on a captured integer; it
-    // allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before the prctl.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
+/// stderr in the details, and the errno its message names. The `nft` dies
+/// with the plugin (see [`crate::child`]).
 pub(crate) fn nft(args: &[&str], input: Option<&[u8]>, op: &str) -> Result<String> {
     let bin = nft_path().ok_or_else(|| nft_missing(op))?;
     NFT_RUNS.with(|n| n.set(n.get() + 1));
     let mut cmd = Command::new(bin);
-    die_with_parent(&mut cmd);
+    crate::child::die_with_parent(&mut cmd);
     let mut child = cmd
         .args(args)
         .env("LC_ALL", "C")

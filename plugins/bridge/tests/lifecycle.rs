@@ -261,39 +261,35 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
-/// The `nft` an ADD starts dies with it: a runtime that kills a slow ADD
-/// (its timeout) and DELs the attachment gets no rules committed behind
-/// its back.
-#[test]
-fn the_nft_of_a_killed_add_dies_with_it() {
-    let host = setup("life-pdeath");
-    let flags = host.dir().join("pd");
-    std::fs::create_dir_all(&flags).unwrap();
-    write_script(
-        &host,
-        "slow-nft/nft",
-        &format!(
-            "#!/bin/sh\n: > {f}/started\nsleep 2\n: > {f}/ran\nexec /usr/sbin/nft \"$@\"\n",
-            f = flags.display()
-        ),
-    );
-    let path = format!("{}:{DEFAULT_PATH}", host.dir().join("slow-nft").display());
-    let conf = host.write_file("pd.json", &full(&host, "1.0.0").to_string());
-    let ctr = host.container("pd");
-    let cmd = format!("exec {} < {}", ours().display(), conf.display());
+/// Starts ADD of `conf` for `cid` in the background (`path`: its `PATH`
+/// and `CNI_PATH`), kills it once the slow child it runs has written
+/// `flags/started`, and checks that the child never gets to `flags/ran`.
+fn kill_add_and_check_its_child_dies(
+    host: &Host,
+    conf: &Value,
+    cid: &str,
+    path: (&str, &str),
+    flags: &Path,
+    what: &str,
+) {
+    let file = host.write_file(&format!("{cid}.json"), &conf.to_string());
+    let ctr = host.container(cid);
+    let cmd = format!("exec {} < {}", ours().display(), file.display());
     let bg = host.spawn(
         Path::new("/bin/sh"),
         &["-c", &cmd],
         &[
-            ("PATH", path.as_str()),
+            ("PATH", path.0),
             ("CNI_COMMAND", "ADD"),
-            ("CNI_CONTAINERID", "pd"),
+            ("CNI_CONTAINERID", cid),
             ("CNI_NETNS", ctr.path_str()),
             ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", REFERENCE_DIR),
+            ("CNI_PATH", path.1),
         ],
     );
-    wait_until("the ADD started nft", || flags.join("started").exists());
+    wait_until(&format!("the ADD started {what}"), || {
+        flags.join("started").exists()
+    });
     let killed = std::process::Command::new("kill")
         .args(["-9", &bg.id().to_string()])
         .status()
@@ -302,9 +298,51 @@ fn the_nft_of_a_killed_add_dies_with_it() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
         !flags.join("ran").exists(),
-        "the nft of the killed ADD ran on"
+        "the {what} of the killed ADD ran on"
     );
     drop(bg);
+}
+
+/// A script that marks `flags/started`, sleeps 2 s, marks `flags/ran`,
+/// then runs `then`.
+fn slow_script(flags: &Path, then: &str) -> String {
+    std::fs::create_dir_all(flags).unwrap();
+    format!(
+        "#!/bin/sh\n: > {f}/started\nsleep 2\n: > {f}/ran\nexec {then}\n",
+        f = flags.display()
+    )
+}
+
+/// The `nft` an ADD starts dies with it: a runtime that kills a slow ADD
+/// (its timeout) and DELs the attachment gets no rules committed behind
+/// its back.
+#[test]
+fn the_nft_of_a_killed_add_dies_with_it() {
+    let host = setup("life-pdeath");
+    let flags = host.dir().join("pd");
+    write_script(
+        &host,
+        "slow-nft/nft",
+        &slow_script(&flags, "/usr/sbin/nft \"$@\""),
+    );
+    let path = format!("{}:{DEFAULT_PATH}", host.dir().join("slow-nft").display());
+    let conf = full(&host, "1.0.0");
+    kill_add_and_check_its_child_dies(&host, &conf, "pd", (&path, REFERENCE_DIR), &flags, "nft");
+}
+
+/// The same for a delegated IPAM plugin: a killed ADD's delegate must not
+/// allocate after the runtime's DEL (the lease would leak for good).
+#[test]
+fn the_ipam_delegate_of_a_killed_add_dies_with_it() {
+    let host = setup("life-pdeath-ipam");
+    let flags = host.dir().join("pdi");
+    let then = format!("{REFERENCE_DIR}/host-local");
+    write_script(&host, "slow-ipam/slow-ipam", &slow_script(&flags, &then));
+    let mut conf = full(&host, "1.0.0");
+    conf["ipam"]["type"] = json!("slow-ipam");
+    let cni_path = format!("{}:{REFERENCE_DIR}", host.dir().join("slow-ipam").display());
+    let path = (DEFAULT_PATH, cni_path.as_str());
+    kill_add_and_check_its_child_dies(&host, &conf, "pdi", path, &flags, "IPAM delegate");
 }
 
 #[test]
