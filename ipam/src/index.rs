@@ -228,7 +228,11 @@ impl Index {
             .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
-        file.write_all_at(&table, 0).map_err(io)?;
+        if let Err(e) = file.write_all_at(&table, 0) {
+            // A full disk: do not leave the part written behind.
+            let _ = fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         fs::rename(&tmp, &self.path).map_err(|e| self.io("replace", e))?;
         self.file = file;
         self.slots = slots;

@@ -129,6 +129,10 @@ pub struct Store {
     dirty: bool,
     /// [`Store::abandon`] was called: never rewrite the fingerprint.
     abandoned: bool,
+    /// The stale index could not be rebuilt (a full disk): this operation
+    /// works from the lease files alone, as the reference does, and leaves
+    /// the index (and its stale fingerprint) alone for a later one.
+    degraded: bool,
     /// This boot's id (part of the fingerprint).
     boot: String,
     /// The contents of `last_reserved_ip.0`, `.1`, ... up to the first
@@ -205,6 +209,7 @@ impl Store {
             index,
             dirty: false,
             abandoned: false,
+            degraded: false,
             boot: String::from_utf8_lossy(&boot).trim().to_string(),
             last: Vec::new(),
         };
@@ -398,7 +403,11 @@ impl Store {
     /// The index entry of (`id`, `ifname`); an attachment with more
     /// addresses than an index slot holds is looked up by a scan.
     fn read_entry(&self, id: &str, ifname: &str) -> Result<Option<BTreeSet<IpAddr>>> {
-        match self.index.get(&Key::of(id, ifname))? {
+        let entry = match self.degraded {
+            false => self.index.get(&Key::of(id, ifname))?,
+            true => Some(Entry::Overflow),
+        };
+        match entry {
             None => Ok(None),
             Some(Entry::Ips(ips)) => Ok(Some(ips)),
             Some(Entry::Overflow) => {
@@ -417,6 +426,9 @@ impl Store {
 
     /// Sets the index entry of (`id`, `ifname`); empty `ips` removes it.
     fn write_entry(&mut self, id: &str, ifname: &str, ips: &BTreeSet<IpAddr>) -> Result<()> {
+        if self.degraded {
+            return Ok(());
+        }
         self.mark_dirty()?;
         self.index.put(&Key::of(id, ifname), ips)
     }
@@ -507,9 +519,24 @@ impl Store {
                 Err(e) => errors.push(e),
             }
         }
-        errors.collect(self.rebuild());
+        self.rebuild_or_degrade();
         errors.into_result()?;
         Ok(report)
+    }
+
+    /// Rebuilds the index; when that fails (the new index cannot be
+    /// written on a full disk), degrades to working from the lease files
+    /// for the rest of this operation rather than failing it: a DEL must
+    /// release its leases on a full disk, as the reference's does.
+    fn rebuild_or_degrade(&mut self) {
+        if let Err(e) = self.rebuild() {
+            log::warn(format_args!(
+                "lease index of {} cannot be rebuilt ({e}): reading the lease files instead (free space on that filesystem)",
+                self.dir.display()
+            ));
+            self.degraded = true;
+            self.abandoned = true;
+        }
     }
 
     /// Gives up on this operation's changes to the index: the fingerprint
@@ -545,7 +572,7 @@ impl Store {
             "lease index of {} is stale (crash, reboot or another writer): rebuilding",
             self.dir.display()
         ));
-        self.rebuild()?;
+        self.rebuild_or_degrade();
         self.commit()
     }
 
@@ -611,7 +638,8 @@ impl Store {
     /// Spoils the fingerprint (in place) before the first change of this
     /// operation, so that a crash from here on forces a rebuild.
     fn mark_dirty(&mut self) -> Result<()> {
-        if !self.dirty {
+        // Degraded, the recorded fingerprint is already stale.
+        if !self.dirty && !self.degraded {
             self.index.spoil()?;
             self.dirty = true;
         }
@@ -918,6 +946,38 @@ mod tests {
         fs::remove_file(dir.join("10.0.0.2")).unwrap();
         let s = Store::open(&dir).unwrap();
         assert!(s.held_by("c1", "eth0").unwrap().is_empty());
+    }
+
+    /// A stale index that cannot be rebuilt (here `.nuage/index.new` is a
+    /// directory; on a node, a full disk) does not fail the operation: it
+    /// works from the lease files, leaves no partial index behind, and the
+    /// next operation that can rebuild does.
+    #[test]
+    fn a_stale_index_that_cannot_be_rebuilt_is_worked_around() {
+        let t = TempDir::new("degraded");
+        let dir = t.0.join("n");
+        let mut s = Store::open(&dir).unwrap();
+        reserve(&mut s, "c1", "eth0", "10.0.0.2");
+        reserve(&mut s, "c2", "eth0", "10.0.0.3");
+        s.commit().unwrap();
+        drop(s);
+        fs::write(dir.join("10.0.0.4"), "ref\r\neth0").unwrap(); // the reference
+        let blocker = dir.join(META).join("index.new");
+        fs::create_dir(&blocker).unwrap();
+        let mut s = Store::open(&dir).unwrap();
+        assert!(s.degraded);
+        assert_eq!(s.held_by("ref", "eth0").unwrap(), [ip("10.0.0.4")]);
+        assert_eq!(s.release("c1", "eth0").unwrap(), [ip("10.0.0.2")]);
+        assert!(reserve(&mut s, "c3", "eth0", "10.0.0.5"));
+        s.commit().unwrap();
+        drop(s);
+        assert!(!dir.join("10.0.0.2").exists());
+        fs::remove_dir(&blocker).unwrap();
+        let mut s = Store::open(&dir).unwrap();
+        assert!(!s.degraded);
+        assert_eq!(s.held_by("c3", "eth0").unwrap(), [ip("10.0.0.5")]);
+        assert_eq!(s.release("c2", "eth0").unwrap(), [ip("10.0.0.3")]);
+        s.commit().unwrap();
     }
 
     #[test]
