@@ -13,6 +13,7 @@
 //! - [`ifconfig`]: an IPAM result applied to a container interface;
 //! - [`delegate`]: running another plugin (IPAM) from `CNI_PATH`;
 //! - [`child`]: child processes (`nft`, delegates) that die with the plugin;
+//! - [`file`]: small state files replaced whole;
 //! - [`nft`]: ipMasq and macspoofchk in nftables tables of our own, O(1) per container;
 //! - [`rollback`]: undo steps for an ADD that fails half-way;
 //! - [`log`]: one line per operation, to stderr or a log file, never stdout;
@@ -22,6 +23,7 @@ pub mod alloc;
 pub mod child;
 pub mod delegate;
 pub mod error;
+pub mod file;
 pub mod flock;
 pub mod ifconfig;
 pub mod log;

@@ -99,10 +99,9 @@ impl Store {
     /// Writes atomically (a crash leaves the old record or the new one).
     pub fn write(&self, att: &Attachment, rec: &Record) -> Result<()> {
         let path = self.path(att);
-        let tmp = path.with_extension("tmp");
+        let data = serde_json::to_vec_pretty(rec).unwrap_or_default();
         fs::create_dir_all(&self.dir)
-            .and_then(|()| fs::write(&tmp, serde_json::to_vec_pretty(rec).unwrap_or_default()))
-            .and_then(|()| fs::rename(&tmp, &path))
+            .and_then(|()| nuage_core::file::write_atomic(&path, &data))
             .map_err(|e| Error::os(format_args!("write {}", path.display()), e))
     }
 

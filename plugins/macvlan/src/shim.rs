@@ -87,10 +87,8 @@ impl Locked {
 
     fn write(&self, att: &Attachment, rec: &Record) -> Result<()> {
         let path = self.path(att);
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(rec)?;
-        fs::write(&tmp, bytes)
-            .and_then(|()| fs::rename(&tmp, &path))
+        nuage_core::file::write_atomic(&path, &bytes)
             .map_err(|e| Error::os(format_args!("hostShim: write {}", path.display()), e))
     }
 }
