@@ -154,7 +154,7 @@ impl Store {
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| Error::os(format!("create store {}", dir.display()), e))?;
+            .map_err(|e| fs_err(format!("create store {}", dir.display()), dir, e))?;
         Self::lock(dir)
     }
 
@@ -168,7 +168,7 @@ impl Store {
                 dir.display()
             ))),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::os(format!("stat store {}", dir.display()), e)),
+            Err(e) => Err(fs_err(format!("stat store {}", dir.display()), dir, e)),
         }
     }
 
@@ -182,7 +182,7 @@ impl Store {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| Error::os(format!("open lock {}", path.display()), e))?;
+            .map_err(|e| fs_err(format!("open lock {}", path.display()), &path, e))?;
         // Bounded: a stuck holder yields code 11, not a plugin that hangs.
         let lock = nuage_core::flock::lock_file(lock, &path, true, nuage_core::flock::WAIT)?;
         let meta = dir.join(META);
@@ -263,21 +263,25 @@ impl Store {
                     .create_new(true)
                     .mode(0o600)
                     .open(&path)
-                    .map_err(|e| Error::os(format!("create {}", path.display()), e))?;
+                    .map_err(|e| fs_err(format!("create {}", path.display()), &path, e))?;
                 (f, Some(path))
             }
             Err(e) => {
-                return Err(Error::os(
+                return Err(fs_err(
                     format!("create a lease file in {}", self.dir.display()),
+                    &self.dir,
                     e,
                 ))
             }
         };
         let mut lease = PendingLease { file, named };
-        lease
-            .file
-            .write_all(content.as_bytes())
-            .map_err(|e| Error::os(format!("write a lease file in {}", self.dir.display()), e))?;
+        lease.file.write_all(content.as_bytes()).map_err(|e| {
+            fs_err(
+                format!("write a lease file in {}", self.dir.display()),
+                &self.dir,
+                e,
+            )
+        })?;
         Ok(lease)
     }
 
@@ -436,7 +440,7 @@ impl Store {
     /// The addresses that have a lease file (names only, one directory read).
     pub fn leased(&self) -> Result<HashSet<IpAddr>> {
         let rd = fs::read_dir(&self.dir)
-            .map_err(|e| Error::os(format!("read {}", self.dir.display()), e))?;
+            .map_err(|e| fs_err(format!("read {}", self.dir.display()), &self.dir, e))?;
         Ok(rd
             .flatten()
             .filter_map(|e| lease_name(e.file_name().to_str()?))
@@ -449,9 +453,10 @@ impl Store {
         let mut leases = BTreeMap::new();
         let mut temps = Vec::new();
         let rd = fs::read_dir(&self.dir)
-            .map_err(|e| Error::os(format!("read {}", self.dir.display()), e))?;
+            .map_err(|e| fs_err(format!("read {}", self.dir.display()), &self.dir, e))?;
         for ent in rd {
-            let ent = ent.map_err(|e| Error::os(format!("read {}", self.dir.display()), e))?;
+            let ent =
+                ent.map_err(|e| fs_err(format!("read {}", self.dir.display()), &self.dir, e))?;
             let name = ent.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with(TMP_PREFIX) {
@@ -467,7 +472,13 @@ impl Store {
                     leases.insert(ip, Holder::parse(&b));
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::os(format!("read lease {}", ent.path().display()), e)),
+                Err(e) => {
+                    return Err(fs_err(
+                        format!("read lease {}", ent.path().display()),
+                        &ent.path(),
+                        e,
+                    ))
+                }
             }
         }
         Ok((leases, temps))
@@ -580,7 +591,7 @@ impl Store {
     /// else that adds or removes a lease changes at least one of them.
     fn fingerprint(&self) -> Result<String> {
         let md = fs::metadata(&self.dir)
-            .map_err(|e| Error::os(format!("stat {}", self.dir.display()), e))?;
+            .map_err(|e| fs_err(format!("stat {}", self.dir.display()), &self.dir, e))?;
         let mut s = format!(
             "{STATE_MAGIC}\nboot {}\nmtime {}.{:09}\n",
             self.boot,
@@ -663,6 +674,36 @@ impl Drop for PendingLease {
     }
 }
 
+/// An I/O error on the store, with what to do about the common ones.
+fn fs_err(what: String, path: &Path, e: std::io::Error) -> Error {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Some(format!(
+            "the filesystem of {} is full: free space on it",
+            path.display()
+        )),
+        Some(libc::EROFS) => Some(format!(
+            "{} is on a read-only filesystem: set ipam.dataDir to a writable directory",
+            path.display()
+        )),
+        Some(libc::ENOTDIR) => path.ancestors().find(|p| p.is_file()).map(|f| {
+            format!(
+                "{} is a file, not a directory: set ipam.dataDir to a directory",
+                f.display()
+            )
+        }),
+        Some(libc::EACCES | libc::EPERM) => Some(format!(
+            "permission denied on {}: check its owner and mode, and any SELinux or AppArmor policy",
+            path.display()
+        )),
+        _ => None,
+    };
+    let err = Error::os(what, e);
+    match hint {
+        Some(h) => err.with_details(h),
+        None => err,
+    }
+}
+
 fn holder_of(id: &str, ifname: &str) -> Holder {
     if ifname.is_empty() {
         Holder::Legacy {
@@ -709,7 +750,7 @@ fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 /// the old one's tail (`10.0.0.2` over `10.0.0.254`). `old_len` is the
 /// current length when known (saves a `stat`).
 fn rewrite_small(path: &Path, data: &[u8], old_len: Option<usize>) -> Result<()> {
-    let io = |e| Error::os(format!("write {}", path.display()), e);
+    let io = |e| fs_err(format!("write {}", path.display()), path, e);
     let open = |path: &Path| {
         OpenOptions::new()
             .write(true)
@@ -745,7 +786,7 @@ fn remove(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::os(format!("remove {}", path.display()), e)),
+        Err(e) => Err(fs_err(format!("remove {}", path.display()), path, e)),
     }
 }
 
@@ -753,7 +794,7 @@ fn create_dir(path: &Path) -> Result<()> {
     match fs::DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::os(format!("create {}", path.display()), e)),
+        Err(e) => Err(fs_err(format!("create {}", path.display()), path, e)),
     }
 }
 

@@ -347,6 +347,29 @@ fn del_and_gc_release_under_a_config_that_add_refuses() {
     assert_eq!(Call::new(HOST_LOCAL, "DEL", "b").run(&escape).err_code(), 7);
 }
 
+/// Store failures say what to do: a dataDir under a file names the file.
+#[test]
+fn store_errors_say_what_to_fix() {
+    let t = TempDir::new("fserr");
+    let f = t.path().join("plain");
+    std::fs::write(&f, "").unwrap();
+    let c = host_local_conf(
+        "1.0.0",
+        f.join("leases").to_str().unwrap(),
+        json!({"subnet": "10.10.0.0/24"}),
+    );
+    let out = Call::new(HOST_LOCAL, "ADD", "c1").run(&c);
+    assert_eq!(out.err_code(), 999, "{out:?}");
+    assert_eq!(
+        out.json()["details"],
+        format!(
+            "{} is a file, not a directory: set ipam.dataDir to a directory",
+            f.display()
+        ),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn status_reports_readiness() {
     let t = TempDir::new("status");
