@@ -17,7 +17,7 @@ use nuage_core::netlink::{MacAddr, Netlink};
 use nuage_core::rollback::Undo;
 use nuage_core::skel::{self, CmdArgs, Plugin};
 use nuage_core::spec::{CniResult, Interface, Route};
-use nuage_core::{ifconfig, nft, sysctl, Error, Errors, Result, ResultExt};
+use nuage_core::{ifconfig, log, nft, sysctl, Error, Errors, Result, ResultExt};
 
 use config::Conf;
 
@@ -171,14 +171,24 @@ impl Plugin for Bridge {
         let mut port = prev
             .as_ref()
             .and_then(|p| Some(p.interfaces.get(1)?.name.clone()));
+        // The container's addresses could not be read: its masquerade
+        // elements are then also looked up by comment.
+        let mut addrs_unknown = false;
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
                 let Some(l) = ctr.link_by_name(&a.ifname)? else {
                     return Ok(());
                 };
-                // Read only what the firewall cleanup below needs.
+                // Read only what the firewall cleanup below needs; a failed
+                // read does not keep the veth from being deleted.
                 if conf.br.ip_masq {
-                    ips.extend(nft::masq::masqueradable(&ctr.addrs(Some(l.index))?));
+                    match ctr.addrs(Some(l.index)) {
+                        Ok(have) => ips.extend(nft::masq::masqueradable(&have)),
+                        Err(e) => {
+                            log::warn(format_args!("DEL: read the addresses of {}: {e}", a.ifname));
+                            addrs_unknown = true;
+                        }
+                    }
                 }
                 let peer = match l.link.filter(|_| conf.br.macspoofchk) {
                     Some(i) => Netlink::new()
@@ -213,7 +223,7 @@ impl Plugin for Bridge {
         if !masq_ips.is_empty() || spoof.is_some() {
             errs.collect(nft::del(net, &att, masq_ips, spoof));
         }
-        if conf.br.ip_masq && ips.is_empty() {
+        if conf.br.ip_masq && (ips.is_empty() || addrs_unknown) {
             errs.collect(nft::masq::del_attachment(net, &att));
         }
         if conf.br.macspoofchk && spoof.is_none() {
