@@ -8,7 +8,9 @@
 //! a sibling of the containers, with a route to each container through it.
 //!
 //! The shim is created by the first ADD that needs it and deleted with its
-//! last container route. Each attachment's routes are recorded in
+//! last container route. It carries an alias naming its network
+//! ([`owner_alias`]): a link of that name that nuage did not create (an
+//! administrator's own shim, say) is neither taken over nor deleted. Each attachment's routes are recorded in
 //! `/var/lib/cni/macvlan/<network>/<containerID>:<ifname>.json`, so DEL and
 //! GC remove exactly them, with or without `prevResult`. A `flock` on the
 //! network's directory serializes the shim's ADD, DEL and GC.
@@ -30,6 +32,11 @@ const RT_TABLE_MAIN: u32 = 254;
 const RTPROT_KERNEL: u8 = 2;
 const RT_SCOPE_LINK: u8 = 253;
 
+/// The alias of a shim nuage created for `network`.
+fn owner_alias(network: &str) -> String {
+    format!("nuage hostShim of network {network}")
+}
+
 /// What one attachment added to the shim.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
@@ -49,7 +56,9 @@ struct Locked {
 /// Whether `network` has shim records: DEL and GC follow them even when
 /// the config no longer asks for `hostShim`.
 pub fn has_records(network: &str) -> bool {
-    Path::new(STATE_DIR).join(network).is_dir()
+    fs::read_dir(Path::new(STATE_DIR).join(network)).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
+    })
 }
 
 fn lock(network: &str) -> Result<Locked> {
@@ -109,7 +118,7 @@ pub fn add(
     ips: &[IpAddr],
 ) -> Result<()> {
     let state = lock(network)?;
-    let link = ensure(host, shim, master, mode)?;
+    let link = ensure(host, shim, master, mode, network)?;
     let rec = Record {
         container_id: att.container_id.clone(),
         ifname: att.ifname.clone(),
@@ -150,28 +159,41 @@ pub fn add(
 
 /// The shim, created when missing: a macvlan sibling of the containers,
 /// `accept_ra=0` and no DAD (its addresses are the host's own), up.
-fn ensure(host: &mut Netlink, shim: &Shim, master: &Link, mode: MacvlanMode) -> Result<Link> {
+fn ensure(
+    host: &mut Netlink,
+    shim: &Shim,
+    master: &Link,
+    mode: MacvlanMode,
+    network: &str,
+) -> Result<Link> {
     let name = &shim.name;
+    let alias = owner_alias(network);
     let link = match host.link_by_name(name)? {
         Some(l) => l,
         None => {
-            match host.create_macvlan(name, master.index, mode, None, None, None) {
-                Ok(()) => log::info(format_args!("hostShim: created {name} on {}", master.name)),
-                Err(e) if e.is_exists() => {}
-                Err(e) => return Err(e.context("hostShim")),
-            }
-            host.link_by_name(name)?.ok_or_else(|| {
+            // Created and marked under the network's lock: no other ADD of
+            // this network sees it unmarked.
+            host.create_macvlan(name, master.index, mode, None, None, None)
+                .context("hostShim")?;
+            log::info(format_args!("hostShim: created {name} on {}", master.name));
+            let l = host.link_by_name(name)?.ok_or_else(|| {
                 Error::internal(format!("hostShim: {name:?} vanished after creation"))
-            })?
+            })?;
+            host.set_alias(l.index, &alias).context("hostShim")?;
+            Link {
+                alias: Some(alias.clone()),
+                ..l
+            }
         }
     };
-    if link.kind.as_deref() != Some("macvlan") || link.link != Some(master.index) {
+    let ours = link.alias.as_deref() == Some(alias.as_str());
+    if !ours || link.kind.as_deref() != Some("macvlan") || link.link != Some(master.index) {
         return Err(Error::internal(format!(
-            "hostShim: {name:?} already exists and is not a macvlan on {:?}",
+            "hostShim: {name:?} already exists and is not this network's shim on {:?}",
             master.name
         ))
         .with_details(
-            "name the shim after a free interface name with \"hostShim\": {\"name\": ...}",
+            "name the shim after a free interface name with \"hostShim\": {\"name\": ...} (nuage neither takes over nor deletes a link it did not create)",
         ));
     }
     for key in ["accept_ra", "accept_dad"] {
@@ -238,7 +260,14 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
 /// address went back to IPAM and on to another container, whose route it
 /// now is.
 fn remove(host: &mut Netlink, state: &Locked, path: &Path, rec: &Record) -> Result<()> {
-    let Some(link) = host.link_by_name(&rec.shim)? else {
+    let network = state.dir.file_name().unwrap_or_default().to_string_lossy();
+    let alias = owner_alias(&network);
+    let Some(link) = host
+        .link_by_name(&rec.shim)?
+        .filter(|l| l.alias.as_deref() == Some(alias.as_str()))
+    else {
+        // Gone, or not ours: routes through a link nuage did not create
+        // are not ours either.
         return remove_file(path);
     };
     let others: Vec<IpAddr> = state

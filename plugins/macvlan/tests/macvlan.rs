@@ -628,6 +628,42 @@ fn shim_is_deleted_with_the_last_container() {
     assert!(host.netns().link(&name).is_none());
 }
 
+/// A link named as the shim that nuage did not create (an administrator's
+/// own shim, on the master or on another link) is neither taken over by
+/// ADD nor deleted by the DEL that follows the failed ADD.
+#[test]
+fn a_shim_nuage_did_not_create_is_left_alone() {
+    let (host, lan) = setup("mv-shim-foreign");
+    nic(&host, &lan, "phy1", None);
+    for parent in ["phy0", "phy1"] {
+        host.netns().ip(&[
+            "link", "add", "mvadm", "link", parent, "type", "macvlan", "mode", "bridge",
+        ]);
+        host.netns()
+            .ip(&["addr", "add", "10.40.0.20/24", "dev", "mvadm"]);
+        host.netns().ip(&["link", "set", "mvadm", "up"]);
+        let c = conf("1.0.0", json!({"hostShim": {"name": "mvadm"}}));
+        let ctr = host.container("c");
+        let out = cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+        let e = out.assert_cni_error(999);
+        assert!(
+            e["msg"]
+                .as_str()
+                .unwrap()
+                .contains("is not this network's shim"),
+            "{out}"
+        );
+        del(&host, Some(&ctr), "c1", &c);
+        let addrs = host.netns().addr_cidrs("mvadm");
+        assert!(
+            addrs.contains(&"10.40.0.20/24".to_string()),
+            "{parent}: {addrs:?}"
+        );
+        assert!(leases(&host, NET).is_empty());
+        host.netns().ip(&["link", "del", "mvadm"]);
+    }
+}
+
 /// `hostShim` removed from the config while containers use the shim: DEL
 /// and GC still remove their routes and the shim (by the records).
 #[test]
