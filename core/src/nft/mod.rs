@@ -169,10 +169,15 @@ thread_local! {
 
 /// Deletes the masquerade of `ips` and the spoof check of `port` with each
 /// of its `macs` (both optional), in one transaction over netlink: the
-/// DEL of attachment `att` whose addresses and port are known. A
-/// masquerade element is deleted only if it is `att`'s (by its comment): a
-/// late or repeated DEL must not take the element of a container that got
-/// the address since. Idempotent, as [`masq::del`] and [`spoofchk::del`].
+/// DEL of attachment `att` whose addresses and port are known. An element
+/// is deleted only if it is `att`'s (by its comment): a late or repeated
+/// DEL must not take the masquerade of a container that got the address
+/// since, nor a DEL given another container's port (a wrong `prevResult`,
+/// a container that rebuilt its interface to point at another's port) that
+/// container's spoof check. Idempotent, as [`masq::del`] and
+/// [`spoofchk::del`]. Returns whether an element of the same key was kept
+/// as another's (`att`'s own may then be elsewhere: see
+/// [`spoofchk::del_attachment`]).
 ///
 /// Equivalent to `nft get element` of each address, then `nft -f -` with
 /// the `destroy element` lines of [`masq::del`] (for `att`'s elements) and
@@ -182,14 +187,14 @@ pub fn del(
     att: &Attachment,
     ips: &[IpAddr],
     spoof: Option<(&str, &[[u8; 6]])>,
-) -> Result<()> {
-    let mut other = Vec::new();
+) -> Result<bool> {
+    let mut checked = masq::dels(ips);
     if let Some((port, macs)) = spoof {
-        other.extend(spoofchk::dels(port, macs)?);
+        checked.extend(spoofchk::dels(port, macs)?);
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
-    nfnl::delete_commented(&masq::dels(ips), &comment, &other, &op)
+    nfnl::delete_commented(&checked, &comment, &[], &op)
 }
 
 /// The comment of an element added for `att` on `network`:

@@ -756,8 +756,9 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
 /// [`delete`] of `others`, and of those of `checked` whose element carries
 /// `comment`; an element of the same key with another comment, or none, is
 /// another attachment's (its address was released and handed out again
-/// before this late or repeated DEL) and stays. One socket for the reads
-/// and the deletion, one transaction.
+/// before this late or repeated DEL, or a DEL was given another's port) and
+/// stays. One socket for the reads and the deletion, one transaction.
+/// Returns whether such an element was kept.
 ///
 /// Equivalent to `nft get element ...` for each of `checked`, then
 /// [`delete`].
@@ -766,11 +767,12 @@ pub(crate) fn delete_commented(
     comment: &str,
     others: &[Del],
     op: &str,
-) -> Result<()> {
+) -> Result<bool> {
     if checked.is_empty() && others.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut conn = Conn::open(op)?;
+    let mut kept = false;
     let mut mine = others.to_vec();
     // A failed read keeps that element (it may be another's), not the rest.
     let mut errs = Errors::new();
@@ -780,20 +782,23 @@ pub(crate) fn delete_commented(
         };
         match comment_of {
             Some(Some(c)) if c == comment => mine.push(d.clone()),
-            Some(other) => log::info(format_args!(
-                "nfnl: {op}: {} in {} {TABLE} {} belongs to {:?}, not {comment:?}: kept",
-                d.2.text,
-                family_name(d.0),
-                d.1,
-                other.unwrap_or_default()
-            )),
+            Some(other) => {
+                kept = true;
+                log::info(format_args!(
+                    "nfnl: {op}: {} in {} {TABLE} {} belongs to {:?}, not {comment:?}: kept",
+                    d.2.text,
+                    family_name(d.0),
+                    d.1,
+                    other.unwrap_or_default()
+                ))
+            }
             None => {}
         }
     }
     if !mine.is_empty() {
         errs.collect(delete_on(&mut conn, &mine, op));
     }
-    errs.into_result()
+    errs.into_result().map(|()| kept)
 }
 
 fn delete_on(conn: &mut Conn, dels: &[Del], op: &str) -> Result<()> {

@@ -39,7 +39,7 @@ use super::{
     attachment_comment, chain, check_chain, comment_is_of, commented, elements, eq, is_enoent,
     list_table, mac_string, meta, parse_mac, payload, rule, table, Attachment, RuleSpec, Tx, TABLE,
 };
-use crate::{Error, Errors, Result};
+use crate::{Error, Result};
 
 /// The base chain (type filter, hook prerouting, priority -300).
 pub const BASE_CHAIN: &str = "prerouting";
@@ -275,23 +275,26 @@ pub(crate) fn dels(host_ifname: &str, macs: &[[u8; 6]]) -> Result<Vec<nfnl::Del>
     Ok(dels)
 }
 
-/// Stops checking the port of `att` on `network`, found by the element
-/// comments (the DEL path when the host port name is not known any more).
+/// Stops checking the port of `att` on `network`: its elements, found by
+/// their comments (the DEL path when the port or its MACs are not known,
+/// or when the port a DEL was given turned out to be another's).
 ///
-/// Equivalent to `nft -j list table bridge nuage`, then [`del`] of the
-/// port whose comment names `att`.
+/// Equivalent to `nft -j list table bridge nuage`, then `destroy element`
+/// of each element whose comment names `att`.
 pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
     let comment = attachment_comment(network, att);
-    let ports: Vec<String> = list()?
+    let mut dels = Vec::new();
+    for e in list()?
         .into_iter()
         .filter(|e| e.comment.as_deref() == Some(comment.as_str()))
-        .map(|e| e.host_ifname)
-        .collect();
-    let mut errs = Errors::new();
-    for port in ports {
-        errs.collect(del(&port, None));
+    {
+        dels.extend(match e.mac {
+            None => vec![(FAMILY, PORTS, Key::ifname(&e.host_ifname))],
+            Some(mac) => vec![(FAMILY, ALLOWED, Key::ifname_ether(&e.host_ifname, mac))],
+        });
     }
-    errs.into_result()
+    let op = format!("delete MAC spoof checks of {comment:?} from table bridge {TABLE}");
+    nfnl::delete(&dels, &op)
 }
 
 /// Checks that port `host_ifname` is checked, that `mac` is its allowed MAC,

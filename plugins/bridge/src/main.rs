@@ -220,17 +220,19 @@ impl Plugin for Bridge {
             .as_deref()
             .filter(|_| conf.br.macspoofchk && !macs.is_empty())
             .map(|p| (p, &macs[..]));
+        // An element of the port this DEL was given that is another's: the
+        // port was not this attachment's, whose own are found by comment.
+        let mut foreign = false;
         if !masq_ips.is_empty() || spoof.is_some() {
-            errs.collect(nft::del(net, &att, masq_ips, spoof));
+            foreign = errs
+                .collect(nft::del(net, &att, masq_ips, spoof))
+                .unwrap_or(false);
         }
         if conf.br.ip_masq && (ips.is_empty() || addrs_unknown) {
             errs.collect(nft::masq::del_attachment(net, &att));
         }
-        if conf.br.macspoofchk && spoof.is_none() {
-            errs.collect(match &port {
-                Some(p) => nft::spoofchk::del(p, None),
-                None => nft::spoofchk::del_attachment(net, &att),
-            });
+        if conf.br.macspoofchk && (spoof.is_none() || foreign) {
+            errs.collect(nft::spoofchk::del_attachment(net, &att));
         }
         if conf.ipam {
             errs.collect(nuage_ipam::del(a).context("release addresses"));

@@ -158,6 +158,45 @@ fn a_late_del_leaves_the_masquerade_of_the_addresses_new_holder() {
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
 }
 
+/// A DEL given another container's port never takes that container's
+/// spoof check: not with a wrong `prevResult`, nor from a container that
+/// rebuilt its interface as a veth whose peer index is the other's port
+/// (with NET_ADMIN in its own namespace). Its own elements still go.
+#[test]
+fn a_del_never_takes_another_containers_spoof_check() {
+    let host = setup("life-spoof-owner");
+    let c = full(&host, "1.0.0");
+    let (v, m) = (host.container("victim"), host.container("mallory"));
+    let rv = add(&host, &v, "victim", &c);
+    let rm = add(&host, &m, "mallory", &c);
+    // A DEL of an unknown container with the victim's result, no netns.
+    del(&host, None, "ghost", &with_prev(&c, &rv));
+    assert_attachment_present(&host, "victim", &rv);
+    // Mallory's eth0 becomes a veth whose peer has the victim port's index.
+    let port_index = host_link(&host, &host_veth(&rv))["ifindex"].to_string();
+    m.ip(&["link", "del", "eth0"]);
+    // (The peer is registered first: give it an index of its own.)
+    m.ip(&[
+        "link",
+        "add",
+        "p",
+        "index",
+        &port_index,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "index",
+        "4000",
+    ]);
+    del(&host, Some(m.path_str()), "mallory", &c);
+    assert_attachment_present(&host, "victim", &rv);
+    assert_attachment_gone(&host, "mallory", &rm);
+    del(&host, Some(v.path_str()), "victim", &with_prev(&c, &rv));
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+}
+
 /// Configs as Go programs and templates write them, read as the reference
 /// reads them: `null` is an absent key, `mtu` -1 is unset, MACs in the
 /// other forms of Go's net.ParseMAC, an empty MAC is none and only the
