@@ -31,6 +31,10 @@ pub struct RouteSpec {
     pub priority: Option<u32>,
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
+    /// `RTPROT_*`. Default when adding: boot. When deleting: any (set it
+    /// to tell the kernel's own connected route, 2, from one IPAM added
+    /// beside it).
+    pub protocol: Option<u8>,
 }
 
 impl RouteSpec {
@@ -46,6 +50,7 @@ impl RouteSpec {
             priority: None,
             mtu: None,
             advmss: None,
+            protocol: None,
         }
     }
 }
@@ -150,8 +155,13 @@ fn route_msg(spec: &RouteSpec, delete: bool) -> RouteMessage {
         // As `ip route del`: unspecified protocol and type match any route,
         // scope "nowhere" matches any scope (IPv4).
         h.scope = spec.scope.map_or(RouteScope::NoWhere, RouteScope::from);
+        h.protocol = spec
+            .protocol
+            .map_or(RouteProtocol::Unspec, RouteProtocol::from);
     } else {
-        h.protocol = RouteProtocol::Boot;
+        h.protocol = spec
+            .protocol
+            .map_or(RouteProtocol::Boot, RouteProtocol::from);
         h.kind = RouteType::Unicast;
         h.scope = match spec.scope {
             Some(s) => RouteScope::from(s),

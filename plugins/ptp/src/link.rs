@@ -24,6 +24,7 @@ use nuage_core::{ifconfig, Error, Result, ResultExt};
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RT_SCOPE_HOST: u8 = 254;
+const RTPROT_KERNEL: u8 = 2;
 
 /// `ifname` must be free in the container (checked before any change).
 pub fn check_free(ctr: &mut Netlink, ns: &NetNs, ifname: &str) -> Result<()> {
@@ -116,8 +117,12 @@ pub fn configure_container(
     for ip in &result.ips {
         let gw = gateway(ip.address, ip.gateway)?;
         let (addr, subnet) = (ip.address.ip(), network_of(ip.address));
+        // The kernel's own (proto kernel, scope link), not a route IPAM
+        // added beside it to the same subnet via the gateway.
         let connected = RouteSpec {
             oif: Some(link.index),
+            scope: Some(RT_SCOPE_LINK),
+            protocol: Some(RTPROT_KERNEL),
             ..RouteSpec::new(subnet)
         };
         ignore(ctr.del_route(&connected), Error::is_not_found)

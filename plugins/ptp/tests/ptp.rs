@@ -219,6 +219,42 @@ fn containers_reach_the_host_each_other_and_with_masquerade_the_outside() {
     del(&host, Some(b.path_str()), "cb", &plain);
 }
 
+/// IPAM routes to the container's own subnet (via the gateway, as ptp
+/// routes it anyway): the kernel's connected route is the one ptp deletes,
+/// not IPAM's, and the containers still reach each other. (The reference
+/// fails such an ADD with EEXIST.)
+#[test]
+fn an_ipam_route_to_the_own_subnet_is_kept() {
+    let host = setup("ptp-subnet-route");
+    let ipam = json!({"type": "host-local", "ranges": [[{"subnet": "10.60.0.0/24"}], [{"subnet": "fd60::/64"}]],
+                      "routes": [{"dst": "10.60.0.0/24"}, {"dst": "fd60::/64"}]});
+    let c = conf("1.0.0", json!({"ipam": ipam}));
+    let (a, b) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &a, "ca", &c);
+    let rb = add(&host, &b, "cb", &c);
+    for fam in [Family::V4, Family::V6] {
+        let lines = route_lines(&a, fam);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("10.60.0.0/24 via 10.60.0.1")
+                    || l.starts_with("fd60::/64 via fd60::1")),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(
+                |l| (l.starts_with("10.60.0.0/24") || l.starts_with("fd60::/64"))
+                    && !l.contains(" via ")
+            ),
+            "the connected route stays deleted: {lines:?}"
+        );
+    }
+    assert!(a.ping(&ip_of(&rb, 0)) && a.ping(&ip_of(&rb, 1)));
+    check_ok(&host, &ours(), "ca", &a, &with_prev(&c, &ra));
+    del(&host, Some(a.path_str()), "ca", &c);
+    del(&host, Some(b.path_str()), "cb", &c);
+}
+
 #[test]
 fn bad_input() {
     let host = setup("ptp-bad");
