@@ -12,7 +12,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::{IpFamily, Netlink};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A route to add, replace or delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +120,50 @@ impl Netlink {
     pub fn add_route_beside(&mut self, spec: &RouteSpec) -> Result<()> {
         let msg = RouteNetlinkMessage::NewRoute(route_msg(spec, false));
         self.ack(msg, NLM_F_CREATE, |_| format!("add route {spec}"))
+    }
+
+    /// Adds a route through `spec.oif` that the caller owns: one to the same
+    /// destination through that interface is replaced (it is the caller's
+    /// too), and so is one elsewhere that `stale` says the caller may take
+    /// over; any other (a host route, another network's container) is
+    /// someone else's: an error naming it, and it stays.
+    ///
+    /// Equivalent to: `ip route add <dst> ...`; on EEXIST, `ip route show
+    /// <dst>`, then `ip route replace <dst> ...` or nothing
+    pub fn add_own_route(
+        &mut self,
+        spec: &RouteSpec,
+        mut stale: impl FnMut(&mut Netlink, &Route) -> Result<bool>,
+    ) -> Result<()> {
+        match self.add_route(spec) {
+            Err(e) if e.is_exists() => {}
+            r => return r,
+        }
+        const RTN_UNICAST: u8 = 1;
+        let table = spec.table.unwrap_or(RT_TABLE_MAIN);
+        let mut other = None;
+        for r in self.routes(Some(IpFamily::of(spec.dst.ip())))? {
+            let same = r.dst == spec.dst && r.table == table && r.kind == RTN_UNICAST;
+            if same && r.oif != spec.oif && !stale(self, &r)? {
+                other = Some(r);
+                break;
+            }
+        }
+        let Some(r) = other else {
+            return self.replace_route(spec);
+        };
+        let dev = match r.oif {
+            Some(i) => self.link_by_index(i)?.map_or(format!("#{i}"), |l| l.name),
+            None => "none".into(),
+        };
+        let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
+        Err(Error::internal(format!(
+            "a route to {} already exists{via} dev {dev}",
+            spec.dst
+        ))
+        .with_details(
+            "that address is routed elsewhere on this host: give the network a range no host route covers, or remove that route",
+        ))
     }
 
     /// Adds a route or replaces the one with the same destination, table

@@ -107,7 +107,8 @@ impl Locked {
 ///
 /// Equivalent to: `ip link add <shim> link <master> type macvlan mode bridge;
 /// ip addr add <address>/32 dev <shim>; ip link set <shim> up;
-/// ip route replace <ip>/32 dev <shim> scope link [src <host ip>]`
+/// ip route add <ip>/32 dev <shim> scope link [src <host ip>]` (see
+/// `Netlink::add_own_route`)
 pub fn add(
     host: &mut Netlink,
     shim: &Shim,
@@ -147,7 +148,10 @@ pub fn add(
                 scope: Some(RT_SCOPE_LINK),
                 ..RouteSpec::new(host_net(ip))
             };
-            host.replace_route(&spec).context("hostShim")?;
+            // Through the shim already: kept for a record of the address's
+            // previous holder (see `remove`). Elsewhere: not ours to take.
+            host.add_own_route(&spec, |_, _| Ok(false))
+                .context("hostShim")?;
         }
         Ok(())
     };

@@ -664,6 +664,42 @@ fn a_shim_nuage_did_not_create_is_left_alone() {
     }
 }
 
+/// A host route to the container's address through another interface is
+/// not taken over by the shim: the ADD fails naming it, and it stays.
+#[test]
+fn shim_does_not_take_over_a_host_route() {
+    let (host, _lan) = setup("mv-shim-hostroute");
+    host.netns()
+        .ip(&["route", "add", "10.40.0.50/32", "via", "10.40.0.254"]);
+    let fixed = json!({"type": "static", "addresses": [{"address": "10.40.0.50/24"}]});
+    let c = conf(
+        "1.0.0",
+        json!({"hostShim": {"name": "mvshim2"}, "ipam": fixed}),
+    );
+    let ctr = host.container("c");
+    let out = cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    let msg = out.assert_cni_error(999)["msg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("a route to 10.40.0.50/32 already exists via 10.40.0.254 dev phy0"),
+        "{out}"
+    );
+    assert_eq!(ctr.link_names(), ["lo"]);
+    assert!(
+        host.netns().link("mvshim2").is_none(),
+        "the shim went with the failed ADD"
+    );
+    let kept = host.netns().routes(Family::V4);
+    assert!(
+        kept.iter()
+            .any(|r| r["dst"] == "10.40.0.50" && r["gateway"] == "10.40.0.254"),
+        "{kept:?}"
+    );
+    del(&host, Some(&ctr), "c1", &c);
+}
+
 /// `hostShim` removed from the config while containers use the shim: DEL
 /// and GC still remove their routes and the shim (by the records).
 #[test]

@@ -149,10 +149,14 @@ pub fn configure_container(
 }
 
 /// The host side: the gateway address on the host end, and a route to each
-/// container address through it (replacing a stale one of a dead container).
+/// container address through it. Another host route to that address is
+/// taken over only if it is a ptp host route (scope host, through a veth):
+/// a deleted container's, whose veth outlives the DEL while the kernel
+/// tears its namespace down. Any other (an administrator's route) is an
+/// error, and stays.
 ///
 /// Equivalent to, per address: `ip addr add 10.1.1.1/32 dev veth<8hex>;
-/// ip route replace 10.1.1.5/32 dev veth<8hex> scope host`
+/// ip route add 10.1.1.5/32 dev veth<8hex> scope host`
 pub fn configure_host(host: &mut Netlink, hv: &Link, result: &CniResult) -> Result<()> {
     for ip in &result.ips {
         let gw = gateway(ip.address, ip.gateway)?;
@@ -167,8 +171,15 @@ pub fn configure_host(host: &mut Netlink, hv: &Link, result: &CniResult) -> Resu
             scope: Some(RT_SCOPE_HOST),
             ..RouteSpec::new(IpNetwork::from(ip.address.ip()))
         };
-        host.replace_route(&to_ctr)
-            .context("failed to add route on host")?;
+        host.add_own_route(&to_ctr, |host, r| {
+            let Some(oif) = r.oif.filter(|_| r.scope == RT_SCOPE_HOST && r.gw.is_none()) else {
+                return Ok(false);
+            };
+            Ok(host
+                .link_by_index(oif)?
+                .is_some_and(|l| l.kind.as_deref() == Some("veth")))
+        })
+        .context("failed to add route on host")?;
     }
     Ok(())
 }

@@ -343,17 +343,57 @@ fn failing_adds_are_rolled_back() {
         assert_eq!(host.netns().link_names(), ["lo"], "{what}");
         assert!(leases(&host, NET).is_empty(), "{what}");
     }
-    // A stale host route to the address (a dead container's) is replaced.
+    // A host route to the address through another interface (a host
+    // route, another network's container) is not taken over: the ADD fails
+    // naming it, and it stays (a dead container's route went with its veth).
     host.netns().ip(&[
-        "link", "add", "stale0", "type", "veth", "peer", "name", "stale1",
+        "link", "add", "other0", "type", "veth", "peer", "name", "other1",
     ]);
-    host.netns().ip(&["link", "set", "stale0", "up"]);
+    host.netns().ip(&["link", "set", "other0", "up"]);
     host.netns()
-        .ip(&["route", "add", "10.60.0.9/32", "dev", "stale0"]);
+        .ip(&["route", "add", "10.60.0.9/32", "dev", "other0"]);
     let fixed = conf(
         "1.0.0",
         json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24", "gateway": "10.60.0.1"}]}}),
     );
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &fixed,
+        &[],
+    );
+    let msg = out.assert_cni_error(999)["msg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("a route to 10.60.0.9/32 already exists dev other0"),
+        "{out}"
+    );
+    assert_eq!(ctr.link_names(), ["lo"]);
+    let kept = route_lines(host.netns(), Family::V4);
+    assert!(
+        kept.iter()
+            .any(|l| l.starts_with("10.60.0.9 ") && l.contains("dev other0")),
+        "{kept:?}"
+    );
+    // A ptp host route (scope host, through a veth) is a deleted
+    // container's, whose veth outlives its DEL while the kernel tears its
+    // namespace down: taken over.
+    host.netns()
+        .ip(&["route", "del", "10.60.0.9/32", "dev", "other0"]);
+    host.netns().ip(&[
+        "route",
+        "add",
+        "10.60.0.9/32",
+        "dev",
+        "other0",
+        "scope",
+        "host",
+    ]);
     add(&host, &ctr, "c1", &fixed);
     assert!(host.netns().ping("10.60.0.9"));
     del(&host, Some(ctr.path_str()), "c1", &fixed);
