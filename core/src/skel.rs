@@ -190,6 +190,16 @@ impl CmdArgs {
     }
 
     /// `prevResult`, read in the config's version.
+    /// The plugin's own keys: strictly for ADD, CHECK and STATUS; for DEL
+    /// and GC, which only clean up, a key that does not decode is ignored
+    /// (see [`NetConf::plugin_lenient`]).
+    pub fn plugin_conf<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        match self.command {
+            Command::Del | Command::Gc => self.conf.plugin_lenient(),
+            _ => self.conf.plugin(),
+        }
+    }
+
     pub fn prev_result(&self) -> Result<Option<CniResult>> {
         let prev = self
             .conf

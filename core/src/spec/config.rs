@@ -194,6 +194,35 @@ impl NetConf {
         })
     }
 
+    /// [`NetConf::plugin`] for DEL and GC, which only clean up: a key whose
+    /// value does not decode is dropped (its default applies) with a
+    /// warning, instead of failing a DEL the runtime would retry forever
+    /// (keys this version reads that the reference's did not, a config
+    /// edited since ADD).
+    pub fn plugin_lenient<T: DeserializeOwned>(&self) -> Result<T> {
+        let mut raw = without_nulls(self.raw.clone());
+        loop {
+            let e = match serde_path_to_error::deserialize(raw.clone()) {
+                Ok(t) => return Ok(t),
+                Err(e) => e,
+            };
+            let key = match e.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
+                _ => String::new(),
+            };
+            if raw.as_object_mut().and_then(|o| o.remove(&key)).is_none() {
+                // Not a key's value (the config itself): strict's error.
+                return self.plugin();
+            }
+            crate::log::warn(format_args!(
+                "{} network {:?}: ignoring \"{key}\" for this cleanup: {}",
+                self.plugin_type,
+                self.name,
+                e.into_inner()
+            ));
+        }
+    }
+
     /// The `ipam.type`, empty when there is no IPAM section.
     pub fn ipam_type(&self) -> &str {
         self.ipam

@@ -6,8 +6,9 @@ use nuage_core::{log, Error, Result};
 use serde::Deserialize;
 
 /// One `vlanTrunk` entry: `{"id": n}` or `{"minID": a, "maxID": b}`.
-/// Other keys are ignored, as by the reference's decoder (a misspelt
-/// `minId` leaves the entry empty, which ADD refuses).
+/// Other keys are ignored, as Go's decoder ignores them (newer reference
+/// versions read `vlanTrunk`; v1.1.1 does not read it at all). An entry
+/// with none of the three is refused by ADD.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Trunk {
     #[serde(default)]
@@ -91,7 +92,7 @@ pub struct Conf {
 
 impl Conf {
     pub fn load(a: &CmdArgs) -> Result<Conf> {
-        let mut br: BridgeConf = a.conf.plugin()?;
+        let mut br: BridgeConf = a.plugin_conf()?;
         if br.is_default_gateway {
             br.is_gateway = true;
         }

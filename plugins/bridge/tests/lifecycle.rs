@@ -437,7 +437,11 @@ fn del_under_a_config_that_add_refuses_releases_everything() {
     let res = add(&host, &ctr, "oc", &c);
     let odd = merge(
         c.clone(),
-        json!({"vlanTrunk": [{"id": 5, "comment": "x"}, {"minId": 1}], "mtu": 10}),
+        // Keys the reference v1.1.1 does not read, with values ours cannot
+        // decode: a DEL ignores them.
+        json!({"vlanTrunk": [{"id": "5", "comment": "x"}, {"minId": 1}], "mtu": 10,
+               "portIsolation": "true", "preserveDefaultVlan": "no",
+               "disableContainerInterface": 1, "ipMasqBackend": 5}),
     );
     let out = cni(
         &host,

@@ -60,7 +60,7 @@ impl Conf {
     /// ADD and CHECK only: DEL, GC and STATUS find devices by their records,
     /// and must not fail because a device (a `deviceID`) is gone.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
-        let hd: HostDeviceConf = a.conf.plugin()?;
+        let hd: HostDeviceConf = a.plugin_conf()?;
         let data_dir = hd
             .data_dir
             .clone()

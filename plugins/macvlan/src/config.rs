@@ -77,7 +77,7 @@ impl Conf {
     /// know what to clean up: a bad mode, MAC or `CNI_ARGS` does not stop
     /// them (the reference's DEL does not read them either).
     pub fn load(a: &CmdArgs) -> Result<Conf> {
-        let mv: MacvlanConf = a.conf.plugin()?;
+        let mv: MacvlanConf = a.plugin_conf()?;
         let strict = matches!(a.command, Command::Add | Command::Check);
         let mode = match parse_mode(&mv.mode) {
             Err(e) if strict => return Err(e),

@@ -498,7 +498,7 @@ fn del_is_idempotent_and_needs_no_netns() {
     let odd = conf(
         "1.0.0",
         json!({"mode": "bogus", "mac": "nonsense", "bcqueuelen": -1,
-               "hostShim": {"name": "not a name", "bogus": 1}}),
+               "hostShim": {"name": "not a name", "bogus": 1}, "linkInContainer": "yes"}),
     );
     let out = cni(
         &host,

@@ -29,7 +29,7 @@ impl Conf {
     /// Parses and validates the config; DEL, GC and STATUS, which only
     /// clean up or report, do not fail on a bad `ipMasqBackend` or `mtu`.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
-        let p: PtpConf = a.conf.plugin()?;
+        let p: PtpConf = a.plugin_conf()?;
         let strict = matches!(a.command, Command::Add | Command::Check);
         match p.ip_masq_backend.as_deref() {
             None | Some("nftables") => {}

@@ -405,6 +405,18 @@ fn del_is_idempotent_and_needs_no_netns() {
     let c = conf("1.0.0", json!({"ipMasq": true}));
     let ctr = host.container("c");
     let res = add(&host, &ctr, "c1", &c);
+    // A key that does not decode (not one the reference v1.1.1 reads) does
+    // not stop a DEL.
+    let ctr2 = host.container("c2");
+    let res2 = add(&host, &ctr2, "c2", &c);
+    del(
+        &host,
+        Some(ctr2.path_str()),
+        "c2",
+        &conf("1.0.0", json!({"ipMasq": true, "ipMasqBackend": 5})),
+    );
+    assert!(!leases(&host, NET).contains(&ip_of(&res2, 0)));
+    assert_eq!(ctr2.link_names(), ["lo"]);
     let path = ctr.path_str().to_string();
     drop(ctr);
     // The veth died with the namespace; masquerade and lease are still ours
