@@ -5,10 +5,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Replaces `path` with `data`: a crash leaves the old file or the new one.
-/// The temporary name is the writer's own (`.<name>.<pid>.tmp`, so two
-/// writers never share one) and is removed when a step fails (a full disk
-/// must not leave it behind). Not fsynced: these records describe kernel
-/// state that a power loss takes with it.
+/// The temporary name is the writer's own and short (`.tmp.<pid>.<n>`: two
+/// writers never share one, and a final name near the 255-byte limit, as a
+/// long container ID makes, still has room) and is removed when a step
+/// fails (a full disk must not leave it behind). Not fsynced: these
+/// records describe kernel state that a power loss takes with it.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = temp_name(path);
     let r = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, path));
@@ -19,11 +20,10 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".tmp.{}.{n}", std::process::id()))
 }
 
 #[cfg(test)]
@@ -38,6 +38,9 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        // A name of 255 bytes, the most a file name may have.
+        let long = dir.join(format!("{}:eth0.json", "a".repeat(245)));
+        write_atomic(&long, b"x").unwrap();
         // The rename fails (the target is a non-empty directory): no temp
         // file is left.
         let blocked = dir.join("b");
@@ -48,7 +51,7 @@ mod tests {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with(".tmp.")), "{names:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
