@@ -128,15 +128,17 @@ pub fn delete(ns: &NetNs, index: u32) -> Result<()> {
 /// The kernel refuses to bring up a macvlan whose MAC a sibling on the
 /// same master already has (EADDRINUSE at UP, not at creation).
 pub fn explain_up(e: Error, conf: &Conf, master: &Link) -> Error {
-    match duplicate_mac(&e, conf, master) {
-        Some(h) => e.with_details(h),
-        None => e,
+    match e.errno() {
+        Some(libc::EADDRINUSE) => match duplicate_mac(conf, master) {
+            Some(h) => e.with_details(h),
+            None => e,
+        },
+        _ => e,
     }
 }
 
-fn duplicate_mac(e: &Error, conf: &Conf, master: &Link) -> Option<String> {
-    let mac = conf.mac?;
-    matches!(e.errno(), Some(libc::EADDRINUSE) | Some(libc::EEXIST)).then(|| {
+fn duplicate_mac(conf: &Conf, master: &Link) -> Option<String> {
+    conf.mac.map(|mac| {
         format!(
             "another macvlan on {} already has MAC {}: give each container its own",
             master.name,
@@ -149,7 +151,7 @@ fn duplicate_mac(e: &Error, conf: &Conf, master: &Link) -> Option<String> {
 fn explain_create(e: Error, conf: &Conf, master: &Link) -> Error {
     let hint = match e.errno() {
         Some(libc::EADDRINUSE) | Some(libc::EEXIST) if conf.mac.is_some() => {
-            duplicate_mac(&e, conf, master)
+            duplicate_mac(conf, master)
         }
         Some(libc::EINVAL) | Some(libc::EBUSY)
             if conf.mode == nuage_core::netlink::MacvlanMode::Passthru =>

@@ -257,6 +257,17 @@ fn mac_sources_in_order() {
         del(&host, Some(&a), "ca", &c);
     }
     assert!(leases(&host, NET).is_empty());
+    // Another failure (a duplicate route, EEXIST) gets no MAC hint.
+    let dup = conf(
+        "1.0.0",
+        json!({"mac": "02:00:00:00:00:01", "ipam": {"type": "static",
+               "addresses": [{"address": "10.40.0.77/24"}],
+               "routes": [{"dst": "192.0.2.0/24"}, {"dst": "192.0.2.0/24"}]}}),
+    );
+    let out = cni(&host, &ours(), "ADD", "ca", Some(a.path_str()), &dup, &[]);
+    let e = out.assert_cni_error(999);
+    assert!(e.get("details").is_none(), "{out}");
+    assert_eq!(a.link_names(), ["lo"]);
 }
 
 #[test]
