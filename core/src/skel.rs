@@ -395,7 +395,16 @@ fn dispatch(
         Command::Del => plugin.del(&a).map(|()| None).map_err(in_verb),
         Command::Check => plugin.check(&a).map(|()| None).map_err(in_verb),
         Command::Gc => plugin.gc(&a).map(|()| None).map_err(in_verb),
-        Command::Status => plugin.status(&a).map(|()| None).map_err(in_verb),
+        // Whatever keeps ADD from working (a config ADD would refuse, a
+        // missing master) is "not available" (50), unless the plugin said
+        // more (51).
+        Command::Status => plugin.status(&a).map(|()| None).map_err(|e| {
+            let code = match e.code {
+                Code::NotAvailable | Code::LimitedConnectivity => e.code,
+                _ => Code::NotAvailable,
+            };
+            in_verb(Error { code, ..e })
+        }),
         Command::Version => Ok(None),
     }
 }

@@ -286,15 +286,17 @@ impl Plugin for Bridge {
         errs.into_result()
     }
 
-    /// Not ready (50): the bridge name taken by another kind of link,
-    /// nftables missing for `ipMasq`/`macspoofchk`, IPAM not ready. A
-    /// missing bridge is fine: ADD creates it.
+    /// Not ready (50): a config ADD refuses, the bridge name taken by
+    /// another kind of link, `vlan` without bridge VLAN filtering, nftables
+    /// missing for `ipMasq`/`macspoofchk`, IPAM not ready. A missing bridge
+    /// is fine: ADD creates it.
     fn status(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
-        link::existing_bridge(&mut Netlink::new()?, &conf.br.br_name).map_err(|e| Error {
-            code: nuage_core::Code::NotAvailable,
-            ..e
-        })?;
+        let mut host = Netlink::new()?;
+        link::existing_bridge(&mut host, &conf.br.br_name)?;
+        if conf.wants_vlan() {
+            link::require_vlan_filtering(&mut host, &conf.br.br_name)?;
+        }
         if conf.br.ip_masq || conf.br.macspoofchk {
             nft::status()?;
         }

@@ -935,6 +935,14 @@ fn status_is_ok_and_code_50_when_the_store_cannot_be_written() {
         "{e}"
     );
 
+    // What ADD would refuse: a bad config, VLANs without VLAN filtering.
+    for extra in [
+        json!({"hairpinMode": true, "promiscMode": true}),
+        json!({"vlan": 5}),
+    ] {
+        err(&status(&host, &merge(c.clone(), extra)), 50);
+    }
+
     // STATUS before 1.1.0 is refused.
     err(&status(&host, &full(&host, "1.0.0")), 1);
 }

@@ -78,7 +78,8 @@ impl Conf {
     /// them (the reference's DEL does not read them either).
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let mv: MacvlanConf = a.plugin_conf()?;
-        let strict = matches!(a.command, Command::Add | Command::Check);
+        // STATUS too: it answers whether ADD would work.
+        let strict = matches!(a.command, Command::Add | Command::Check | Command::Status);
         let mode = match parse_mode(&mv.mode) {
             Err(e) if strict => return Err(e),
             r => r.unwrap_or(MacvlanMode::Bridge),

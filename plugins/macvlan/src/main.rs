@@ -150,11 +150,11 @@ impl Plugin for Macvlan {
     fn status(&self, a: &CmdArgs) -> Result<()> {
         let conf = Conf::load(a)?;
         if !conf.link_in_container {
-            let not_ready = |e: Error| Error {
-                code: nuage_core::Code::NotAvailable,
-                ..e
-            };
-            conf.master(&mut Netlink::new()?).map_err(not_ready)?;
+            let mut host = Netlink::new()?;
+            conf.master(&mut host)?;
+            if let Some(s) = &conf.shim {
+                shim::status(&mut host, s, &a.conf.name)?;
+            }
         }
         if conf.ipam {
             nuage_ipam::status(a)?;

@@ -317,6 +317,23 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+/// STATUS: a link of the shim's name that is not this network's shim makes
+/// ADD fail; a missing one is fine (ADD creates it).
+pub fn status(host: &mut Netlink, shim: &Shim, network: &str) -> Result<()> {
+    match host.link_by_name(&shim.name)? {
+        Some(l) if l.alias.as_deref() != Some(owner_alias(network).as_str()) => {
+            Err(Error::internal(format!(
+                "hostShim: {:?} already exists and is not this network's shim",
+                shim.name
+            ))
+            .with_details(
+                "name the shim after a free interface name with \"hostShim\": {\"name\": ...}",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// CHECK: the shim exists, is up, and routes each address.
 pub fn check(host: &mut Netlink, shim: &Shim, ips: &[IpAddr]) -> Result<()> {
     let link = host

@@ -843,6 +843,18 @@ fn status_and_gc() {
     cni(&host, &ours(), "STATUS", "", None, &default, &[]).assert_success();
     host.netns().ip(&["route", "del", "default"]);
     cni(&host, &ours(), "STATUS", "", None, &default, &[]).assert_cni_error(50);
+    // A config ADD refuses, a shim name taken by a link not nuage's.
+    host.netns()
+        .ip(&["link", "add", "taken0", "type", "veth", "peer", "taken1"]);
+    for extra in [
+        json!({"mode": "bogus"}),
+        json!({"hostShim": 5}),
+        json!({"hostShim": {"name": "taken0"}}),
+    ] {
+        let bad = conf("1.1.0", extra.clone());
+        let out = cni(&host, &ours(), "STATUS", "", None, &bad, &[]);
+        out.assert_cni_error(50);
+    }
     // A master in the container is ADD's to check.
     let inside = conf("1.1.0", json!({"master": "phy9", "linkInContainer": true}));
     cni(&host, &ours(), "STATUS", "", None, &inside, &[]).assert_success();

@@ -30,7 +30,8 @@ impl Conf {
     /// clean up or report, do not fail on a bad `ipMasqBackend` or `mtu`.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let p: PtpConf = a.plugin_conf()?;
-        let strict = matches!(a.command, Command::Add | Command::Check);
+        // STATUS too: it answers whether ADD would work.
+        let strict = matches!(a.command, Command::Add | Command::Check | Command::Status);
         match p.ip_masq_backend.as_deref() {
             None | Some("nftables") => {}
             Some("iptables") => log::info(format_args!(

@@ -492,6 +492,9 @@ fn gc_and_status() {
         &[],
     )
     .assert_cni_error(50);
+    // A config ADD refuses.
+    let bad = conf("1.1.0", json!({"ipMasq": true, "ipMasqBackend": "pf"}));
+    cni(&host, &ours(), "STATUS", "", None, &bad, &[]).assert_cni_error(50);
     let (a, b) = (host.container("a"), host.container("b"));
     let ra = add(&host, &a, "ca", &c);
     let rb = add(&host, &b, "cb", &c);
