@@ -82,11 +82,7 @@ impl HostLocalConf {
     pub fn store_dir_of(conf: &NetConf) -> Result<PathBuf> {
         let ipam = Obj::new("ipam", ipam_object(conf)?);
         check_network_name(&conf.name)?;
-        let data_dir = match ipam.string("dataDir")? {
-            None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
-            Some(d) => checked_data_dir(d)?,
-        };
-        Ok(data_dir.join(&conf.name))
+        Ok(data_dir(&ipam)?.join(&conf.name))
     }
 
     fn parse_with(conf: &NetConf, cni_args: &str, need_ranges: bool) -> Result<Self> {
@@ -161,10 +157,7 @@ impl HostLocalConf {
             }
         }
 
-        let data_dir = match ipam.string("dataDir")? {
-            None | Some("") => PathBuf::from(DEFAULT_DATA_DIR),
-            Some(d) => checked_data_dir(d)?,
-        };
+        let data_dir = data_dir(&ipam)?;
         let resolv_conf = match ipam.string("resolvConf")? {
             None | Some("") => None,
             Some(p) if p.contains('\0') => {
@@ -304,6 +297,14 @@ pub fn check_network_name(name: &str) -> Result<()> {
 }
 
 /// `dataDir` must be an absolute path without `.`/`..` components or NUL.
+/// `ipam.dataDir`, checked, or the default.
+fn data_dir(ipam: &Obj) -> Result<PathBuf> {
+    match ipam.string("dataDir")? {
+        None | Some("") => Ok(PathBuf::from(DEFAULT_DATA_DIR)),
+        Some(d) => checked_data_dir(d),
+    }
+}
+
 fn checked_data_dir(d: &str) -> Result<PathBuf> {
     let bad = |why: &str| {
         Err(

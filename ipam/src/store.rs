@@ -541,8 +541,12 @@ impl Store {
     /// release its leases on a full disk, as the reference's does.
     fn rebuild_or_degrade(&mut self) {
         if let Err(e) = self.rebuild() {
+            let hint = match e.errno() {
+                Some(libc::ENOSPC | libc::EDQUOT) => " (free space on that filesystem)",
+                _ => "",
+            };
             log::warn(format_args!(
-                "lease index of {} cannot be rebuilt ({e}): reading the lease files instead (free space on that filesystem)",
+                "lease index of {} cannot be rebuilt ({e}): reading the lease files instead{hint}",
                 self.dir.display()
             ));
             self.degraded = true;
