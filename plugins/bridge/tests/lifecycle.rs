@@ -1136,6 +1136,30 @@ fn rollback_when_the_bridge_already_has_another_gateway_address() {
     assert_attachment_present(&host, "c", &res);
 }
 
+/// A gateway the host already has on another link (a runtime-chosen
+/// subnet that overlaps the LAN, whose router is its .1) is refused: the
+/// bridge would take the router's address.
+#[test]
+fn rollback_when_the_gateway_is_a_host_address_elsewhere() {
+    let host = setup("life-gwhost");
+    let lan = host.container("lan");
+    netns_tests::cni::nic(&host, &lan, "up0", Some("10.90.0.1/24"));
+    let ctr = host.container("c");
+    let msg = add_fails_cleanly(&host, &ctr, "c", &full(&host, "1.0.0"), 999);
+    assert_eq!(
+        msg,
+        "gateway 10.90.0.1 is already an address of up0 on this host"
+    );
+    assert!(
+        host.netns().link(BR).is_none(),
+        "the bridge this ADD created went"
+    );
+    assert!(host
+        .netns()
+        .addr_cidrs("up0")
+        .contains(&"10.90.0.1/24".to_string()));
+}
+
 #[test]
 fn add_for_an_attachment_that_holds_a_lease_fails_without_releasing_it() {
     // A runtime lost a container without DEL and ADDs the same (id, ifname)
