@@ -171,7 +171,7 @@ impl HostLocalConf {
             network: conf.name.clone(),
             cni_version: conf.cni_version.clone(),
             range_sets,
-            routes: routes(&ipam)?,
+            routes: routes(&ipam, &conf.cni_version)?,
             data_dir,
             resolv_conf,
             requested,
@@ -271,7 +271,7 @@ impl StaticConf {
         Ok(StaticConf {
             cni_version: conf.cni_version.clone(),
             addresses,
-            routes: routes(&ipam)?,
+            routes: routes(&ipam, &conf.cni_version)?,
             dns,
         })
     }
@@ -424,8 +424,9 @@ fn range_spec_of(o: &Obj<'_>, subnet: IpNetwork) -> Result<RangeSpec> {
     })
 }
 
-/// `routes`: `[{dst, gw?, mtu?, advmss?, priority?, table?, scope?}]`.
-fn routes(ipam: &Obj<'_>) -> Result<Vec<Route>> {
+/// `routes`: `[{dst, gw?, mtu?, advmss?, priority?, table?, scope?}]`; the
+/// last five only from spec 1.1.0 on (see [`Route::for_version`]).
+fn routes(ipam: &Obj<'_>, version: &str) -> Result<Vec<Route>> {
     let Some(list) = ipam.array("routes")? else {
         return Ok(Vec::new());
     };
@@ -450,17 +451,20 @@ fn routes(ipam: &Obj<'_>) -> Result<Vec<Route>> {
                 )));
             }
         }
-        out.push(Route {
-            dst,
-            gw,
-            mtu: r.u32("mtu")?,
-            advmss: r.u32("advmss")?,
-            priority: r.u32("priority")?,
-            table: r.u32("table")?,
-            scope: r.u32("scope")?.map(u8::try_from).transpose().map_err(|_| {
-                Error::config(format!("{}.scope must be between 0 and 255", r.path))
-            })?,
-        });
+        out.push(
+            Route {
+                dst,
+                gw,
+                mtu: r.u32("mtu")?,
+                advmss: r.u32("advmss")?,
+                priority: r.u32("priority")?,
+                table: r.u32("table")?,
+                scope: r.u32("scope")?.map(u8::try_from).transpose().map_err(|_| {
+                    Error::config(format!("{}.scope must be between 0 and 255", r.path))
+                })?,
+            }
+            .for_version(version),
+        );
     }
     Ok(out)
 }
@@ -617,7 +621,17 @@ mod tests {
             "10.1.0.254"
         );
         assert_eq!(c.routes[1].dst.to_string(), "10.9.0.0/16");
-        assert_eq!(c.routes[1].mtu, Some(1400));
+        assert_eq!(
+            c.routes[1].mtu, None,
+            "a spec 1.1.0 field, not read at 1.0.0"
+        );
+        let v11 = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"net1","type":"bridge","ipam":{"type":"host-local",
+                 "subnet":"10.1.0.0/16","routes":[{"dst":"10.9.0.0/16","mtu":1400,"table":7}]}}"#,
+        )
+        .unwrap();
+        let r = &HostLocalConf::parse(&v11, "").unwrap().routes[0];
+        assert_eq!((r.mtu, r.table), (Some(1400), Some(7)));
         assert_eq!(c.store_dir(), PathBuf::from("/run/cni/ipam/net1"));
         let d = hl(r#"{"type":"host-local","subnet":"10.1.0.0/16"}"#).unwrap();
         assert_eq!(d.data_dir, PathBuf::from(DEFAULT_DATA_DIR));

@@ -67,6 +67,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route as a config or result of `version` has it: `mtu`,
+    /// `advmss`, `priority`, `table` and `scope` are spec 1.1.0 fields, so
+    /// before 1.1.0 they are not read (as the reference v1.1.1 does not),
+    /// neither put in a result nor applied.
+    pub fn for_version(self, version: &str) -> Route {
+        if version::at_least(version, "1.1.0") {
+            return self;
+        }
+        Route::new(self.dst, self.gw)
+    }
+
     /// A plain route to `dst`, via `gw` when given.
     pub fn new(dst: IpNetwork, gw: Option<IpAddr>) -> Self {
         Route {
@@ -174,7 +185,10 @@ impl CniResult {
             r.ips = serde_json::from_value(ips).map_err(|e| decode("ips", e))?;
         }
         if let Some(routes) = field("routes") {
-            r.routes = serde_json::from_value(routes).map_err(|e| decode("routes", e))?;
+            let routes: Vec<Route> =
+                serde_json::from_value(routes).map_err(|e| decode("routes", e))?;
+            let v = r.cni_version.clone();
+            r.routes = routes.into_iter().map(|x| x.for_version(&v)).collect();
         }
         Ok(r)
     }
