@@ -148,9 +148,12 @@ pub fn check_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResult) 
     }
     let routes = nl.routes(None)?;
     for r in &res.routes {
+        // The kernel masks a `dst` given with host bits; IPv6 makes routes
+        // added beside each other one multipath route.
         let found = routes.iter().any(|k| {
-            k.dst == r.dst
-                && (r.gw.is_none() || k.gw == r.gw)
+            k.dst.prefix() == r.dst.prefix()
+                && k.dst.network() == r.dst.network()
+                && (r.gw.is_none() || k.gw == r.gw || r.gw.is_some_and(|g| k.nexthops.contains(&g)))
                 && r.table.is_none_or(|t| k.table == t)
         });
         if !found {

@@ -72,6 +72,10 @@ pub struct Route {
     pub protocol: u8,
     /// `RTN_*`: 1 unicast, 2 local, 3 broadcast...
     pub kind: u8,
+    /// The gateways of a multipath route (`RTA_MULTIPATH`; `gw` is then
+    /// unset): IPv6 merges routes to one destination added beside each
+    /// other into one such route.
+    pub nexthops: Vec<IpAddr>,
 }
 
 const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
@@ -261,6 +265,7 @@ impl Route {
             advmss: None,
             protocol: h.protocol.into(),
             kind: h.kind.into(),
+            nexthops: Vec::new(),
         };
         for attr in msg.attributes {
             match attr {
@@ -270,6 +275,17 @@ impl Route {
                 RouteAttribute::Oif(i) => route.oif = Some(i),
                 RouteAttribute::Table(t) => route.table = t,
                 RouteAttribute::Priority(p) => route.priority = Some(p),
+                RouteAttribute::MultiPath(hops) => {
+                    for hop in hops {
+                        route.oif = route.oif.or(Some(hop.interface_index));
+                        route
+                            .nexthops
+                            .extend(hop.attributes.into_iter().filter_map(|a| match a {
+                                RouteAttribute::Gateway(g) => ip(g),
+                                _ => None,
+                            }));
+                    }
+                }
                 RouteAttribute::Metrics(metrics) => {
                     for m in metrics {
                         match m {

@@ -1136,6 +1136,59 @@ fn rollback_when_the_bridge_already_has_another_gateway_address() {
     assert_attachment_present(&host, "c", &res);
 }
 
+/// CHECK finds the routes ADD added as the kernel keeps them: a `dst`
+/// given with host bits (a delegated IPAM's; the kernel masks it), and
+/// IPv6 routes to one destination via two gateways (merged into one
+/// multipath route).
+#[test]
+fn check_finds_routes_as_the_kernel_keeps_them() {
+    let host = setup("life-check-routes");
+    let result = r#"{"cniVersion":"1.0.0",
+        "ips":[{"address":"10.93.0.5/24","gateway":"10.93.0.1"},{"address":"fd93::5/64","gateway":"fd93::1"}],
+        "routes":[{"dst":"192.168.1.1/16"},{"dst":"fd99::/48"},{"dst":"fd99::/48","gw":"fd93::fe"}]}"#;
+    write_script(
+        &host,
+        "fake/fake-ipam",
+        &format!(
+            "#!/bin/sh\ncat > /dev/null\n[ \"$CNI_COMMAND\" = ADD ] && echo '{result}'\nexit 0\n"
+        ),
+    );
+    let mut c = net(
+        &host,
+        "1.0.0",
+        "fakenet",
+        "br-fake",
+        None,
+        json!({"isGateway": true}),
+    );
+    c["ipam"] = json!({"type": "fake-ipam"});
+    let cni_path = format!("{}:{REFERENCE_DIR}", host.dir().join("fake").display());
+    let ctr = host.container("c");
+    let env = [("CNI_PATH", cni_path.as_str())];
+    let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &env);
+    let res = out.assert_success().expect_json().clone();
+    let out = cni(
+        &host,
+        &ours(),
+        "CHECK",
+        "c",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &env,
+    );
+    out.assert_success();
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "c",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &env,
+    );
+    out.assert_success();
+}
+
 /// A gateway the host already has on another link (a runtime-chosen
 /// subnet that overlaps the LAN, whose router is its .1) is refused: the
 /// bridge would take the router's address.
