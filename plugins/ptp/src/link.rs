@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{Link, MacAddr, Netlink, RouteSpec, VethSpec};
+use nuage_core::netlink::{IpFamily, Link, MacAddr, Netlink, RouteSpec, VethSpec};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
@@ -141,8 +141,25 @@ pub fn configure_container(
             ..RouteSpec::new(subnet)
         };
         // Two addresses of one family with one gateway share these routes.
-        for spec in [to_gw, via_gw] {
-            ignore(ctr.add_route(&spec), Error::is_exists).context("ptp")?;
+        ignore(ctr.add_route(&to_gw), Error::is_exists).context("ptp")?;
+        match ctr.add_route(&via_gw) {
+            Err(e) if e.is_exists() => {
+                // Ours, or IPAM's to the subnet via the same gateway: fine.
+                // Via another gateway (which ptp cannot reach: the host
+                // end answers only for the gateway) the containers of the
+                // network could not reach each other.
+                let other = ctr.routes(Some(IpFamily::of(addr)))?.into_iter().find(|r| {
+                    r.dst == subnet && r.oif == Some(link.index) && r.gw.is_some_and(|g| g != gw)
+                });
+                if let Some(r) = other {
+                    return Err(Error::config(format!(
+                        "ptp: an IPAM route to the container's subnet {subnet} via {} conflicts with ptp's own, via the gateway {gw}",
+                        r.gw.map(|g| g.to_string()).unwrap_or_default()
+                    ))
+                    .with_details("remove that route from the IPAM config: ptp routes the subnet via the gateway itself"));
+                }
+            }
+            r => r.context("ptp")?,
         }
     }
     Ok(())

@@ -322,6 +322,11 @@ fn failing_adds_are_rolled_back() {
             "gateway",
             json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24"}]}}),
         ),
+        // IPAM routes the subnet via a gateway ptp cannot reach.
+        (
+            "subnet route",
+            json!({"ipam": {"type": "host-local", "subnet": "10.60.0.0/24", "routes": [{"dst": "10.60.0.0/24", "gw": "10.60.0.254"}]}}),
+        ),
         // A container route fails after the veth exists: lease and veth go.
         (
             "route",
