@@ -20,7 +20,8 @@
 //! leftovers of a killed run (dead pid) are removed at start. Needs root.
 //!
 //! Usage: `bridge-bench [--ours PATH] [--reference PATH] [--samples N]
-//! [--fill N] [--parallel N] [--jobs N] [--only a,b,c,d]`;
+//! [--fill N] [--parallel N] [--jobs N] [--only a,b,c,d] [--fill-conf F]
+//! [--fill-ours-only] [--fill-pace-ms N]`;
 //! `bench/bridge/run.sh` builds (release) and runs it.
 
 use std::collections::HashSet;
@@ -52,6 +53,10 @@ struct Opts {
     fill_conf: String,
     /// Run (c) for ours only.
     fill_ours_only: bool,
+    /// (c): pause between containers (0: back to back, the default). A
+    /// diagnostic: it separates what the number of ports costs from what
+    /// the multicast of the containers attached in the last seconds costs.
+    fill_pace: Duration,
 }
 
 fn opts() -> Res<Opts> {
@@ -69,6 +74,7 @@ fn opts() -> Res<Opts> {
         only: "a,b,c,d".into(),
         fill_conf: "masq,spoof".into(),
         fill_ours_only: false,
+        fill_pace: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -84,6 +90,7 @@ fn opts() -> Res<Opts> {
             "--only" => o.only = val()?,
             "--fill-conf" => o.fill_conf = val()?,
             "--fill-ours-only" => o.fill_ours_only = true,
+            "--fill-pace-ms" => o.fill_pace = Duration::from_millis(num(val()?)? as u64),
             _ => {
                 return Err(format!(
                     "unknown argument {a}; see bench/bridge/src/main.rs"
@@ -465,7 +472,10 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
     };
     let mut add = vec![Vec::new(); which.len()];
     let mut del = vec![Vec::new(); which.len()];
-    (0..n).try_for_each(|i| step("ADD", i, &mut add))?;
+    (0..n).try_for_each(|i| {
+        std::thread::sleep(o.fill_pace);
+        step("ADD", i, &mut add)
+    })?;
     let ports: Vec<usize> = which
         .iter()
         .map(|im| im.ports("br-fill"))
@@ -480,7 +490,11 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
         (false, true) => "macspoofchk",
         (false, false) => "no ipMasq, no macspoofchk",
     };
-    println!("(c) {n} containers on one bridge ({features}), attached one by one, interleaved; then deleted in the same order");
+    let pace = match o.fill_pace {
+        Duration::ZERO => String::new(),
+        p => format!(", {} ms apart", p.as_millis()),
+    };
+    println!("(c) {n} containers on one bridge ({features}), attached one by one{pace}, interleaved; then deleted in the same order");
     println!(
         "  {:<11}{:>7}{:>16}{:>16}{:>8}{:>16}{:>16}{:>8}",
         "",
