@@ -689,53 +689,6 @@ table ip nat {
     assert_eq!(before, after);
 }
 
-/// An interface name with `"` or `\` (Linux allows them) is escaped in
-/// element comments: the listing `nft list ruleset` prints loads again.
-#[test]
-fn odd_interface_names_leave_a_ruleset_that_loads_again() {
-    require_root!();
-    let ns = fresh_ns();
-    let odd = att("c1", "e\"}\\;#");
-    let ips = vec![ip("10.88.0.2")];
-    within(&ns, || masq::add(NET_A, &subnets_a(), &ips, &odd)).unwrap();
-    within(&ns, || {
-        spoofchk::add(NET_A, "veth1", [2, 0, 0, 0, 0, 1], &odd)
-    })
-    .unwrap();
-    let listing = nft_ok(&ns, &["list", "ruleset"]);
-    assert!(listing.contains("net-a.1/c1/e%22}%5C;#"), "{listing}");
-    let saved = format!("flush ruleset\n{listing}");
-    let load = within(&ns, move || {
-        use std::io::Write;
-        let mut child = Command::new("nft")
-            .args(["-c", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(saved.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    });
-    assert!(
-        load.status.success(),
-        "{}",
-        String::from_utf8_lossy(&load.stderr)
-    );
-    // And the comment still names that attachment only.
-    within(&ns, || {
-        nft::del(NET_A, &att("c1", "e%22}%5C;#"), &ips, None)
-    })
-    .unwrap();
-    assert!(nft_ok(&ns, &["list", "ruleset"]).contains("10.88.0.2"));
-    within(&ns, || nft::del(NET_A, &odd, &ips, None)).unwrap();
-    assert!(!nft_ok(&ns, &["list", "ruleset"]).contains("10.88.0.2"));
-}
-
 #[test]
 fn nft_errors_name_the_operation_and_carry_nft_stderr() {
     require_root!();

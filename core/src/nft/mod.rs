@@ -204,19 +204,7 @@ pub fn del(
 /// than 64 bytes becomes `#<16 hex>`): still unique and deterministic, so GC
 /// can compare comments.
 pub fn attachment_comment(network: &str, att: &Attachment) -> String {
-    // Network names and container IDs are [A-Za-z0-9_.-]; an interface
-    // name may hold `"` or `\`, which `nft list ruleset` prints unescaped
-    // (a saved ruleset would not load again): those, and `%`, are
-    // %-escaped, so that the comment still names one attachment only.
-    let ifname = if att.ifname.contains(['"', '\\', '%']) {
-        att.ifname
-            .replace('%', "%25")
-            .replace('"', "%22")
-            .replace('\\', "%5C")
-    } else {
-        att.ifname.clone()
-    };
-    let plain = format!("{network}/{}/{ifname}", att.container_id);
+    let plain = format!("{network}/{}/{}", att.container_id, att.ifname);
     if plain.len() <= COMMENT_MAX {
         return plain;
     }
