@@ -313,6 +313,29 @@ pub fn ensure_gateway_addrs(
         if existing.iter().any(|a| a.address == *gw) {
             continue;
         }
+        // Before anything changes (forceAddress removes the bridge's old
+        // address below): the gateway must not be an address the host
+        // already has elsewhere. A subnet chosen by the runtime (the `ips`
+        // capability) could otherwise put the LAN router's address on the
+        // bridge.
+        if let Some(a) = host
+            .addrs_of(None, IpFamily::of(gw.ip()))?
+            .into_iter()
+            .find(|a| a.address.ip() == gw.ip() && a.index != br.index)
+        {
+            let dev = host
+                .link_by_index(a.index)?
+                .map_or(format!("#{}", a.index), |l| l.name);
+            return Err(Error::internal(format!(
+                "gateway {} is already an address of {dev} on this host",
+                gw.ip()
+            ))
+            .with_details(format!(
+                "the network's subnet {}/{} overlaps a host network: give the network another subnet",
+                gw.network(),
+                gw.prefix()
+            )));
+        }
         for a in existing
             .iter()
             .filter(|a| a.address.is_ipv4() == gw.is_ipv4())
@@ -338,27 +361,6 @@ pub fn ensure_gateway_addrs(
                 )));
             }
             host.del_addr(br.index, a.address)?;
-        }
-        // The gateway must not be an address the host already has
-        // elsewhere: a subnet chosen by the runtime (the `ips` capability)
-        // could otherwise put the LAN router's address on the bridge.
-        let fam = IpFamily::of(gw.ip());
-        if let Some(a) = host
-            .addrs_of(None, fam)?
-            .into_iter()
-            .find(|a| a.address.ip() == gw.ip() && a.index != br.index)
-        {
-            let dev = host
-                .link_by_index(a.index)?
-                .map_or(format!("#{}", a.index), |l| l.name);
-            return Err(Error::internal(format!(
-                "gateway {} is already an address of {dev} on this host",
-                gw.ip()
-            ))
-            .with_details(format!(
-                "the network's subnet {} overlaps a host network: give the network another subnet",
-                gw.network()
-            )));
         }
         match host.add_addr(br.index, *gw) {
             // A concurrent ADD on the same bridge added it since the dump

@@ -1211,6 +1211,17 @@ fn rollback_when_the_gateway_is_a_host_address_elsewhere() {
         .netns()
         .addr_cidrs("up0")
         .contains(&"10.90.0.1/24".to_string()));
+    // With forceAddress, the bridge's own address stays too: the check
+    // comes before the old address would be replaced.
+    host.netns().ip(&["link", "add", BR, "type", "bridge"]);
+    host.netns().ip(&["addr", "add", "10.99.0.1/24", "dev", BR]);
+    let mut c = full(&host, "1.0.0");
+    c["forceAddress"] = json!(true);
+    add_fails_cleanly(&host, &ctr, "c", &c, 999);
+    assert!(host
+        .netns()
+        .addr_cidrs(BR)
+        .contains(&"10.99.0.1/24".to_string()));
 }
 
 #[test]
