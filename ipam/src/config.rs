@@ -425,7 +425,7 @@ fn range_spec_of(o: &Obj<'_>, subnet: IpNetwork) -> Result<RangeSpec> {
 }
 
 /// `routes`: `[{dst, gw?, mtu?, advmss?, priority?, table?, scope?}]`; the
-/// last five only from spec 1.1.0 on (see [`Route::for_version`]).
+/// last five only from spec 1.1.0 on (as [`Route::for_version`]).
 fn routes(ipam: &Obj<'_>, version: &str) -> Result<Vec<Route>> {
     let Some(list) = ipam.array("routes")? else {
         return Ok(Vec::new());
@@ -451,20 +451,23 @@ fn routes(ipam: &Obj<'_>, version: &str) -> Result<Vec<Route>> {
                 )));
             }
         }
-        out.push(
-            Route {
-                dst,
-                gw,
-                mtu: r.u32("mtu")?,
-                advmss: r.u32("advmss")?,
-                priority: r.u32("priority")?,
-                table: r.u32("table")?,
-                scope: r.u32("scope")?.map(u8::try_from).transpose().map_err(|_| {
-                    Error::config(format!("{}.scope must be between 0 and 255", r.path))
-                })?,
-            }
-            .for_version(version),
-        );
+        // Before 1.1.0 the other keys are not read at all, not even
+        // checked (as the reference: a 1.0.0 config it takes, we take).
+        if !nuage_core::spec::version::at_least(version, "1.1.0") {
+            out.push(Route::new(dst, gw));
+            continue;
+        }
+        out.push(Route {
+            dst,
+            gw,
+            mtu: r.u32("mtu")?,
+            advmss: r.u32("advmss")?,
+            priority: r.u32("priority")?,
+            table: r.u32("table")?,
+            scope: r.u32("scope")?.map(u8::try_from).transpose().map_err(|_| {
+                Error::config(format!("{}.scope must be between 0 and 255", r.path))
+            })?,
+        });
     }
     Ok(out)
 }

@@ -198,10 +198,6 @@ fn host_local_unknown_keys_and_types() {
             "same address family",
         ),
         (
-            json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "::/0", "mtu": -1}]}),
-            "non-negative integer",
-        ),
-        (
             json!({"subnet": "10.0.0.0/24", "type": 3}),
             "ipam.type must be a string",
         ),
@@ -213,6 +209,11 @@ fn host_local_unknown_keys_and_types() {
     for (ipam, msg) in cases {
         refused(HOST_LOCAL, hl(ipam), "", 7, msg);
     }
+    // The spec 1.1.0 route keys are checked from 1.1.0 on (before, they
+    // are not read, as by the reference).
+    let mut v11 = hl(json!({"subnet": "10.0.0.0/24", "routes": [{"dst": "::/0", "mtu": -1}]}));
+    v11["cniVersion"] = json!("1.1.0");
+    refused(HOST_LOCAL, v11, "", 7, "non-negative integer");
 }
 
 #[test]

@@ -501,7 +501,8 @@ fn ipam_routes_1_0_0() {
         conf["ipam"]["routes"] = json!([{"dst": "192.168.0.0/16"},
             {"dst": "172.16.0.0/12", "gw": "10.88.0.254"}, {"dst": "10.88.0.0/24"},
             {"dst": "10.200.0.0/16", "mtu": 1400, "advmss": 1300, "priority": 50, "table": 100},
-            {"dst": "10.201.0.0/16", "scope": 253}]);
+            {"dst": "10.201.0.0/16", "scope": 253},
+            {"dst": "10.202.0.0/16", "scope": 300, "mtu": "x", "table": -1}]);
         let out = s.call("ADD", &conf, &[]);
         out.assert_success();
         results.push((out.expect_json().clone(), ctr_state(&s.ctr, "eth0")));

@@ -148,13 +148,16 @@ pub fn configure_container(
                 // Via another gateway (which ptp cannot reach: the host
                 // end answers only for the gateway) the containers of the
                 // network could not reach each other.
-                let other = ctr.routes(Some(IpFamily::of(addr)))?.into_iter().find(|r| {
-                    r.dst == subnet && r.oif == Some(link.index) && r.gw.is_some_and(|g| g != gw)
-                });
-                if let Some(r) = other {
+                // (IPv6 merges such routes into one with several next hops.)
+                let other = ctr
+                    .routes(Some(IpFamily::of(addr)))?
+                    .into_iter()
+                    .filter(|r| r.dst == subnet && r.oif == Some(link.index))
+                    .flat_map(|r| r.gw.into_iter().chain(r.nexthops))
+                    .find(|g| *g != gw);
+                if let Some(other) = other {
                     return Err(Error::config(format!(
-                        "ptp: an IPAM route to the container's subnet {subnet} via {} conflicts with ptp's own, via the gateway {gw}",
-                        r.gw.map(|g| g.to_string()).unwrap_or_default()
+                        "ptp: an IPAM route to the container's subnet {subnet} via {other} conflicts with ptp's own, via the gateway {gw}"
                     ))
                     .with_details("remove that route from the IPAM config: ptp routes the subnet via the gateway itself"));
                 }

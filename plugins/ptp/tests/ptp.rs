@@ -327,6 +327,12 @@ fn failing_adds_are_rolled_back() {
             "subnet route",
             json!({"ipam": {"type": "host-local", "subnet": "10.60.0.0/24", "routes": [{"dst": "10.60.0.0/24", "gw": "10.60.0.254"}]}}),
         ),
+        // The same in IPv6, where the kernel merges the two IPAM routes
+        // into one with two next hops.
+        (
+            "subnet route, IPv6",
+            json!({"ipam": {"type": "host-local", "subnet": "fd60::/64", "routes": [{"dst": "fd60::/64", "gw": "fd60::fe"}, {"dst": "fd60::/64", "gw": "fd60::fd"}]}}),
+        ),
         // A container route fails after the veth exists: lease and veth go.
         (
             "route",
