@@ -114,6 +114,10 @@ pub fn configure_container(
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
         ctr.wait_not_tentative(link.index, &link.name)?;
     }
+    // The (subnet, gateway) routes this loop added: a later address of the
+    // same subnet with another gateway replaces them (the last one wins,
+    // as with the reference).
+    let mut ours: Vec<(IpNetwork, IpAddr)> = Vec::new();
     for ip in &result.ips {
         let gw = gateway(ip.address, ip.gateway)?;
         let (addr, subnet) = (ip.address.ip(), network_of(ip.address));
@@ -155,15 +159,22 @@ pub fn configure_container(
                     .filter(|r| r.dst == subnet && r.oif == Some(link.index))
                     .flat_map(|r| r.gw.into_iter().chain(r.nexthops))
                     .find(|g| *g != gw);
-                if let Some(other) = other {
-                    return Err(Error::config(format!(
-                        "ptp: an IPAM route to the container's subnet {subnet} via {other} conflicts with ptp's own, via the gateway {gw}"
-                    ))
-                    .with_details("remove that route from the IPAM config: ptp routes the subnet via the gateway itself"));
+                match other {
+                    None => {}
+                    Some(g) if ours.contains(&(subnet, g)) => {
+                        ctr.replace_route(&via_gw).context("ptp")?;
+                    }
+                    Some(other) => {
+                        return Err(Error::config(format!(
+                            "ptp: an IPAM route to the container's subnet {subnet} via {other} conflicts with ptp's own, via the gateway {gw}"
+                        ))
+                        .with_details("remove that route from the IPAM config: ptp routes the subnet via the gateway itself"));
+                    }
                 }
             }
             r => r.context("ptp")?,
         }
+        ours.push((subnet, gw));
     }
     Ok(())
 }

@@ -27,7 +27,9 @@ fn config(version: &str, extra: &Value, data_dir: &str) -> String {
     for (k, x) in extra.as_object().unwrap() {
         v[k] = x.clone();
     }
-    v["ipam"]["dataDir"] = json!(data_dir);
+    if v["ipam"]["type"] == "host-local" {
+        v["ipam"]["dataDir"] = json!(data_dir);
+    }
     v.to_string()
 }
 
@@ -86,6 +88,14 @@ fn results_and_state_agree() {
             json!({"ipam": v4, "mtu": 1300, "dns": {"nameservers": ["10.62.0.53"], "domain": "example.org"}}),
         ),
         ("dual stack", json!({"ipam": dual})),
+        // Two addresses of one subnet with different gateways: the subnet
+        // is routed via the last one.
+        (
+            "static, two gateways",
+            json!({"ipam": {"type": "static", "addresses": [
+                {"address": "10.62.0.5/24", "gateway": "10.62.0.1"},
+                {"address": "10.62.0.6/24", "gateway": "10.62.0.2"}]}}),
+        ),
     ];
     for (what, extra) in matrix {
         for version in ["0.3.1", "0.4.0", "1.0.0"] {
