@@ -78,7 +78,7 @@ fn sigkill_at_random_points() {
         })
         .collect();
     times.sort();
-    let window = times[2] * 3;
+    let mut window = times[2] * 3;
     eprintln!(
         "one operation takes ~{}us: killing within {window}us",
         times[2]
@@ -88,9 +88,18 @@ fn sigkill_at_random_points() {
     let mut live: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let iterations = 400;
     let mut killed = 0;
-    // Kills that landed while the store was being changed.
-    let mut mid_change = 0;
+    let mut batch_kills = 0;
     for i in 0..iterations {
+        // The machine's other load changes how long an operation takes:
+        // keep about half of them killed by adapting the window.
+        if i > 0 && i % 50 == 0 {
+            match batch_kills {
+                0..=14 => window = (window / 2).max(50),
+                36.. => window = window * 3 / 2,
+                _ => {}
+            }
+            batch_kills = 0;
+        }
         let del = i % 3 == 2 && !known.is_empty();
         let id = if del {
             known
@@ -132,9 +141,7 @@ fn sigkill_at_random_points() {
                 eprintln!("{:?} {}", o.status, String::from_utf8_lossy(&o.stdout));
             }
             killed += 1;
-            if !t.path().join("net1/.nuage/state").exists() && t.path().join("net1").exists() {
-                mid_change += 1;
-            }
+            batch_kills += 1;
             if del {
                 // A killed DEL may or may not have released: the runtime retries.
                 live.remove(&id);
@@ -142,7 +149,7 @@ fn sigkill_at_random_points() {
         }
         check_store(&t, &known);
     }
-    eprintln!("{killed} of {iterations} operations were killed, {mid_change} of them mid-change");
+    eprintln!("{killed} of {iterations} operations were killed");
     assert!(
         killed > iterations / 10,
         "the delays never hit a running plugin"
