@@ -163,6 +163,7 @@ pub fn configure_container(
                     None => {}
                     Some(g) if ours.contains(&(subnet, g)) => {
                         ctr.replace_route(&via_gw).context("ptp")?;
+                        ours.push((subnet, gw));
                     }
                     Some(other) => {
                         return Err(Error::config(format!(
@@ -172,9 +173,13 @@ pub fn configure_container(
                     }
                 }
             }
-            r => r.context("ptp")?,
+            // Only a route ptp added is its to replace: one that was
+            // there already is IPAM's, which the result promises.
+            r => {
+                r.context("ptp")?;
+                ours.push((subnet, gw));
+            }
         }
-        ours.push((subnet, gw));
     }
     Ok(())
 }

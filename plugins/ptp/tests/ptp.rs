@@ -333,6 +333,22 @@ fn failing_adds_are_rolled_back() {
             "subnet route, IPv6",
             json!({"ipam": {"type": "host-local", "subnet": "fd60::/64", "routes": [{"dst": "fd60::/64", "gw": "fd60::fe"}, {"dst": "fd60::/64", "gw": "fd60::fd"}]}}),
         ),
+        // Two gateways, and IPAM routes the subnet via the first: ptp's
+        // route via the second (the last address's) would replace it.
+        (
+            "subnet route, two gateways",
+            json!({"ipam": {"type": "static", "addresses": [
+                {"address": "10.60.0.5/24", "gateway": "10.60.0.1"},
+                {"address": "10.60.0.6/24", "gateway": "10.60.0.2"}],
+                "routes": [{"dst": "10.60.0.0/24", "gw": "10.60.0.1"}]}}),
+        ),
+        (
+            "subnet route, two gateways, IPv6",
+            json!({"ipam": {"type": "static", "addresses": [
+                {"address": "fd60::5/64", "gateway": "fd60::1"},
+                {"address": "fd60::6/64", "gateway": "fd60::2"}],
+                "routes": [{"dst": "fd60::/64", "gw": "fd60::1"}]}}),
+        ),
         // A container route fails after the veth exists: lease and veth go.
         (
             "route",
