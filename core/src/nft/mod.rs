@@ -175,9 +175,9 @@ thread_local! {
 /// since, nor a DEL given another container's port (a wrong `prevResult`,
 /// a container that rebuilt its interface to point at another's port) that
 /// container's spoof check. Idempotent, as [`masq::del`] and
-/// [`spoofchk::del`]. Returns whether an element of the same key was kept
-/// as another's (`att`'s own may then be elsewhere: see
-/// [`spoofchk::del_attachment`]).
+/// [`spoofchk::del`]. Returns whether a spoof-check element was not found
+/// as `att`'s (another's, or none: the port was renamed, the MAC changed),
+/// so that `att`'s own may be elsewhere: see [`spoofchk::del_attachment`].
 ///
 /// Equivalent to `nft get element` of each address, then `nft -f -` with
 /// the `destroy element` lines of [`masq::del`] (for `att`'s elements) and
@@ -194,7 +194,8 @@ pub fn del(
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
-    nfnl::delete_commented(&checked, &comment, &[], &op)
+    let not_mine = nfnl::delete_commented(&checked, &comment, &[], &op)?;
+    Ok(not_mine.iter().any(|d| d.0 == NfFamily::Bridge))
 }
 
 /// The comment of an element added for `att` on `network`:

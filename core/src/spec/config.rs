@@ -74,6 +74,10 @@ pub fn valid_id(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// Plugin keys that say what a DEL or GC must clean up (the masquerade,
+/// the MAC spoof check): one whose value does not decode is taken as set.
+pub const CLEANUP_FLAGS: &[&str] = &["ipMasq", "macspoofchk"];
+
 impl NetConf {
     /// Parses stdin. Decoding errors are code 6, a missing or bad `name` code 7
     /// (the reference skel's checks), bad shared keys code 7 naming the key.
@@ -195,8 +199,9 @@ impl NetConf {
     }
 
     /// [`NetConf::plugin`] for DEL and GC, which only clean up: a key whose
-    /// value does not decode is dropped (its default applies) with a
-    /// warning, instead of failing a DEL the runtime would retry forever
+    /// value does not decode is dropped (its default applies), or, for a
+    /// flag in [`CLEANUP_FLAGS`], taken as `true`, with a warning, instead of
+    /// failing a DEL the runtime would retry forever
     /// (keys this version reads that the reference's did not, a config
     /// edited since ADD).
     pub fn plugin_lenient<T: DeserializeOwned>(&self) -> Result<T> {
@@ -210,12 +215,24 @@ impl NetConf {
                 Some(serde_path_to_error::Segment::Map { key }) => key.clone(),
                 _ => String::new(),
             };
-            if raw.as_object_mut().and_then(|o| o.remove(&key)).is_none() {
+            let Some(o) = raw.as_object_mut().filter(|o| o.contains_key(&key)) else {
                 // Not a key's value (the config itself): strict's error.
                 return self.plugin();
-            }
+            };
+            // A flag that says what to clean up is taken as set: cleaning
+            // by comment touches only this attachment's state. Any other
+            // key is dropped (its default applies).
+            let how = if CLEANUP_FLAGS.contains(&key.as_str())
+                && o.get(&key) != Some(&Value::Bool(true))
+            {
+                o.insert(key.clone(), Value::Bool(true));
+                "taking it as true"
+            } else {
+                o.remove(&key);
+                "ignoring it"
+            };
             crate::log::warn(format_args!(
-                "{} network {:?}: ignoring \"{key}\" for this cleanup: {}",
+                "{} network {:?}: \"{key}\": {}: {how} for this cleanup",
                 self.plugin_type,
                 self.name,
                 e.into_inner()

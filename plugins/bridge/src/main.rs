@@ -220,8 +220,9 @@ impl Plugin for Bridge {
             .as_deref()
             .filter(|_| conf.br.macspoofchk && !macs.is_empty())
             .map(|p| (p, &macs[..]));
-        // An element of the port this DEL was given that is another's: the
-        // port was not this attachment's, whose own are found by comment.
+        // A spoof-check element of the port this DEL was given that is not
+        // this attachment's (another's; or none: the port was renamed, the
+        // MAC changed): its own are found by comment.
         let mut foreign = false;
         if !masq_ips.is_empty() || spoof.is_some() {
             foreign = errs

@@ -195,6 +195,21 @@ fn a_del_never_takes_another_containers_spoof_check() {
     assert_attachment_gone(&host, "mallory", &rm);
     del(&host, Some(v.path_str()), "victim", &with_prev(&c, &rv));
     assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+
+    // Its own spoof check is found wherever it is: after its host port was
+    // renamed (DEL with prevResult), after its MAC changed (DEL without).
+    let r1 = add(&host, &v, "renamed", &c);
+    let port = host_veth(&r1);
+    host.netns().ip(&["link", "set", &port, "down"]);
+    host.netns().ip(&["link", "set", &port, "name", "renamed0"]);
+    host.netns().ip(&["link", "set", "renamed0", "up"]);
+    del(&host, Some(v.path_str()), "renamed", &with_prev(&c, &r1));
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
+    let r2 = add(&host, &v, "newmac", &c);
+    v.ip(&["link", "set", "eth0", "address", "02:11:22:33:44:55"]);
+    del(&host, Some(v.path_str()), "newmac", &c);
+    assert_attachment_gone(&host, "newmac", &r2);
+    assert!(nft_elements(&host).is_empty(), "{:?}", nft_elements(&host));
 }
 
 /// Configs as Go programs and templates write them, read as the reference
@@ -441,6 +456,7 @@ fn del_under_a_config_that_add_refuses_releases_everything() {
         // decode: a DEL ignores them.
         json!({"vlanTrunk": [{"id": "5", "comment": "x"}, {"minId": 1}], "mtu": 10,
                "portIsolation": "true", "preserveDefaultVlan": "no",
+               "ipMasq": "true", "macspoofchk": "yes",
                "disableContainerInterface": 1, "ipMasqBackend": 5}),
     );
     let out = cni(

@@ -208,7 +208,9 @@ pub fn configure_host(host: &mut Netlink, hv: &Link, result: &CniResult) -> Resu
             ..RouteSpec::new(IpNetwork::from(ip.address.ip()))
         };
         host.add_own_route(&to_ctr, |host, r| {
-            let Some(oif) = r.oif.filter(|_| r.scope == RT_SCOPE_HOST && r.gw.is_none()) else {
+            // (The kernel reports every IPv6 route with scope universe.)
+            let ptp_like = r.gw.is_none() && (r.dst.is_ipv6() || r.scope == RT_SCOPE_HOST);
+            let Some(oif) = r.oif.filter(|_| ptp_like) else {
                 return Ok(false);
             };
             Ok(host
