@@ -412,31 +412,19 @@ fn failing_adds_are_rolled_back() {
     // namespace down: taken over.
     host.netns()
         .ip(&["route", "del", "10.60.0.9/32", "dev", "other0"]);
-    host.netns().ip(&[
-        "route",
-        "add",
-        "10.60.0.9/32",
-        "dev",
-        "other0",
-        "scope",
-        "host",
-    ]);
+    let stale = |args: &[&str]| {
+        let mut a = vec!["route", "add"];
+        a.extend(args);
+        host.netns().ip(&a);
+    };
+    stale(&["10.60.0.9/32", "dev", "other0", "scope", "host"]);
     add(&host, &ctr, "c1", &fixed);
     assert!(host.netns().ping("10.60.0.9"));
     del(&host, Some(ctr.path_str()), "c1", &fixed);
     // The same in IPv6, where the kernel reports every route with scope
     // universe: a route without gateway through a veth is taken over.
-    host.netns().ip(&[
-        "route",
-        "add",
-        "10.60.0.9/32",
-        "dev",
-        "other0",
-        "scope",
-        "host",
-    ]);
-    host.netns()
-        .ip(&["-6", "route", "add", "fd60::9/128", "dev", "other0"]);
+    stale(&["10.60.0.9/32", "dev", "other0", "scope", "host"]);
+    stale(&["fd60::9/128", "dev", "other0"]);
     let dual = conf(
         "1.0.0",
         json!({"ipam": {"type": "static", "addresses": [
