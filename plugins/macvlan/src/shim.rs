@@ -190,8 +190,15 @@ fn ensure(
             }
         }
     };
-    let ours = link.alias.as_deref() == Some(alias.as_str());
-    if !ours || link.kind.as_deref() != Some("macvlan") || link.link != Some(master.index) {
+    let on_master = link.kind.as_deref() == Some("macvlan") && link.link == Some(master.index);
+    let mut ours = link.alias.as_deref() == Some(alias.as_str());
+    if !ours && on_master && half_made(host, &link)? {
+        // An ADD killed between creating the shim and marking it: this
+        // network's, under its lock. Marked now.
+        host.set_alias(link.index, &alias).context("hostShim")?;
+        ours = true;
+    }
+    if !ours || !on_master {
         return Err(Error::internal(format!(
             "hostShim: {name:?} already exists and is not this network's shim on {:?}",
             master.name
@@ -317,11 +324,23 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
+/// A shim as [`ensure`] leaves it when killed between creating it and
+/// marking it (the alias cannot be given at creation: the kernel ignores
+/// `IFLA_IFALIAS` in `RTM_NEWLINK`): a macvlan without alias, down, without
+/// addresses. An administrator's own shim would be up, with an address.
+fn half_made(host: &mut Netlink, link: &Link) -> Result<bool> {
+    Ok(link.alias.is_none() && !link.flags_up && host.addrs(Some(link.index))?.is_empty())
+}
+
 /// STATUS: a link of the shim's name that is not this network's shim makes
-/// ADD fail; a missing one is fine (ADD creates it).
+/// ADD fail; a missing one is fine (ADD creates it), and so is one an ADD
+/// left half made (the next ADD takes it).
 pub fn status(host: &mut Netlink, shim: &Shim, network: &str) -> Result<()> {
     match host.link_by_name(&shim.name)? {
-        Some(l) if l.alias.as_deref() != Some(owner_alias(network).as_str()) => {
+        Some(l)
+            if l.alias.as_deref() != Some(owner_alias(network).as_str())
+                && !(l.kind.as_deref() == Some("macvlan") && half_made(host, &l)?) =>
+        {
             Err(Error::internal(format!(
                 "hostShim: {:?} already exists and is not this network's shim",
                 shim.name

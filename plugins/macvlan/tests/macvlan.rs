@@ -675,6 +675,30 @@ fn a_shim_nuage_did_not_create_is_left_alone() {
     }
 }
 
+/// An ADD killed between creating the shim and marking it as the
+/// network's leaves an unmarked macvlan, down, without addresses: the next
+/// ADD takes it (and STATUS does not report the network broken).
+#[test]
+fn a_half_made_shim_is_taken_by_the_next_add() {
+    let (host, _lan) = setup("mv-shim-half");
+    host.netns().ip(&[
+        "link", "add", "mvshim3", "link", "phy0", "type", "macvlan", "mode", "bridge",
+    ]);
+    let c = conf("1.1.0", json!({"hostShim": {"name": "mvshim3"}}));
+    cni(&host, &ours(), "STATUS", "", None, &c, &[]).assert_success();
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "c1", &c);
+    let shim = host.netns().link("mvshim3").unwrap();
+    assert_eq!(
+        shim["ifalias"],
+        format!("nuage hostShim of network {NET}"),
+        "{shim}"
+    );
+    assert!(host.netns().ping(&ip_of(&res, 0)));
+    del(&host, Some(&ctr), "c1", &c);
+    assert!(host.netns().link("mvshim3").is_none());
+}
+
 /// A host route to the container's address through another interface is
 /// not taken over by the shim: the ADD fails naming it, and it stays.
 #[test]
