@@ -647,8 +647,13 @@ fn del_with_the_netns_present_does_not_list_the_spoof_check_table() {
     let ctr = host.container("c");
     let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &env);
     out.assert_success();
-    let res = out.expect_json().clone();
-    for conf in [c.clone(), with_prev(&c, &res)] {
+    let mut res = out.expect_json().clone();
+    for with_prev_result in [false, true] {
+        let conf = if with_prev_result {
+            with_prev(&c, &res)
+        } else {
+            c.clone()
+        };
         let mark = nft_log(&log, 0).len();
         let out = cni(
             &host,
@@ -668,7 +673,7 @@ fn del_with_the_netns_present_does_not_list_the_spoof_check_table() {
         );
         // Again, for the second round (with prevResult).
         let out = cni(&host, &ours(), "ADD", "c", Some(ctr.path_str()), &c, &[]);
-        out.assert_success();
+        res = out.assert_success().expect_json().clone();
     }
 }
 
