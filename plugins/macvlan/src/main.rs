@@ -151,9 +151,9 @@ impl Plugin for Macvlan {
         let conf = Conf::load(a)?;
         if !conf.link_in_container {
             let mut host = Netlink::new()?;
-            conf.master(&mut host)?;
+            let master = conf.master(&mut host)?;
             if let Some(s) = &conf.shim {
-                shim::status(&mut host, s, &a.conf.name)?;
+                shim::status(&mut host, s, &master, &a.conf.name)?;
             }
         }
         if conf.ipam {

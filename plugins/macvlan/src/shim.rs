@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Shim;
 
 const STATE_DIR: &str = "/var/lib/cni/macvlan";
+/// In a network's state directory: the name of a shim being created.
+const CREATING: &str = ".creating";
 const RT_TABLE_MAIN: u32 = 254;
 const RTPROT_KERNEL: u8 = 2;
 const RT_SCOPE_LINK: u8 = 253;
@@ -68,6 +70,21 @@ fn lock(network: &str) -> Result<Locked> {
 }
 
 impl Locked {
+    /// Notes (before creating it) that the shim `name` is being created.
+    fn mark_creating(&self, name: &str) -> Result<()> {
+        nuage_core::file::write_atomic(&self.dir.join(CREATING), name.as_bytes())
+            .map_err(|e| Error::os(format_args!("hostShim: write {}", self.dir.display()), e))
+    }
+
+    /// Whether an ADD was creating the shim `name` when it stopped.
+    fn creating(&self, name: &str) -> bool {
+        fs::read_to_string(self.dir.join(CREATING)).is_ok_and(|n| n == name)
+    }
+
+    fn done_creating(&self) {
+        let _ = fs::remove_file(self.dir.join(CREATING));
+    }
+
     fn path(&self, att: &Attachment) -> PathBuf {
         // ':' appears in neither container IDs nor interface names.
         self.dir
@@ -119,7 +136,7 @@ pub fn add(
     ips: &[IpAddr],
 ) -> Result<()> {
     let state = lock(network)?;
-    let link = ensure(host, shim, master, mode, network)?;
+    let link = ensure(host, &state, shim, master, mode, network)?;
     let rec = Record {
         container_id: att.container_id.clone(),
         ifname: att.ifname.clone(),
@@ -165,6 +182,7 @@ pub fn add(
 /// `accept_ra=0` and no DAD (its addresses are the host's own), up.
 fn ensure(
     host: &mut Netlink,
+    state: &Locked,
     shim: &Shim,
     master: &Link,
     mode: MacvlanMode,
@@ -175,29 +193,30 @@ fn ensure(
     let link = match host.link_by_name(name)? {
         Some(l) => l,
         None => {
-            // Created and marked under the network's lock: no other ADD of
-            // this network sees it unmarked.
+            // The kernel ignores IFLA_IFALIAS at creation: the shim is
+            // marked by a second request. Under the network's lock, a
+            // marker file says a creation is under way, so that the next
+            // ADD can take a shim whose creator was killed in between.
+            state.mark_creating(name)?;
             host.create_macvlan(name, master.index, mode, None, None, None)
                 .context("hostShim")?;
             log::info(format_args!("hostShim: created {name} on {}", master.name));
-            let l = host.link_by_name(name)?.ok_or_else(|| {
+            host.link_by_name(name)?.ok_or_else(|| {
                 Error::internal(format!("hostShim: {name:?} vanished after creation"))
-            })?;
-            host.set_alias(l.index, &alias).context("hostShim")?;
-            Link {
-                alias: Some(alias.clone()),
-                ..l
-            }
+            })?
         }
     };
     let on_master = link.kind.as_deref() == Some("macvlan") && link.link == Some(master.index);
     let mut ours = link.alias.as_deref() == Some(alias.as_str());
-    if !ours && on_master && half_made(host, &link)? {
-        // An ADD killed between creating the shim and marking it: this
-        // network's, under its lock. Marked now.
+    if !ours && on_master && link.alias.is_none() && state.creating(name) {
         host.set_alias(link.index, &alias).context("hostShim")?;
         ours = true;
     }
+    state.done_creating();
+    let link = Link {
+        alias: Some(alias.clone()).filter(|_| ours).or(link.alias),
+        ..link
+    };
     if !ours || !on_master {
         return Err(Error::internal(format!(
             "hostShim: {name:?} already exists and is not this network's shim on {:?}",
@@ -324,22 +343,19 @@ fn remove_file(path: &Path) -> Result<()> {
     }
 }
 
-/// A shim as [`ensure`] leaves it when killed between creating it and
-/// marking it (the alias cannot be given at creation: the kernel ignores
-/// `IFLA_IFALIAS` in `RTM_NEWLINK`): a macvlan without alias, down, without
-/// addresses. An administrator's own shim would be up, with an address.
-fn half_made(host: &mut Netlink, link: &Link) -> Result<bool> {
-    Ok(link.alias.is_none() && !link.flags_up && host.addrs(Some(link.index))?.is_empty())
-}
-
 /// STATUS: a link of the shim's name that is not this network's shim makes
 /// ADD fail; a missing one is fine (ADD creates it), and so is one an ADD
-/// left half made (the next ADD takes it).
-pub fn status(host: &mut Netlink, shim: &Shim, network: &str) -> Result<()> {
+/// left unmarked when killed (the next ADD takes it).
+pub fn status(host: &mut Netlink, shim: &Shim, master: &Link, network: &str) -> Result<()> {
+    let creating = fs::read_to_string(Path::new(STATE_DIR).join(network).join(CREATING))
+        .is_ok_and(|n| n == shim.name);
     match host.link_by_name(&shim.name)? {
         Some(l)
             if l.alias.as_deref() != Some(owner_alias(network).as_str())
-                && !(l.kind.as_deref() == Some("macvlan") && half_made(host, &l)?) =>
+                && !(creating
+                    && l.alias.is_none()
+                    && l.kind.as_deref() == Some("macvlan")
+                    && l.link == Some(master.index)) =>
         {
             Err(Error::internal(format!(
                 "hostShim: {:?} already exists and is not this network's shim",

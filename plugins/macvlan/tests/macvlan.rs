@@ -676,8 +676,10 @@ fn a_shim_nuage_did_not_create_is_left_alone() {
 }
 
 /// An ADD killed between creating the shim and marking it as the
-/// network's leaves an unmarked macvlan, down, without addresses: the next
-/// ADD takes it (and STATUS does not report the network broken).
+/// network's leaves an unmarked macvlan and the note that it was being
+/// created: the next ADD takes it (and STATUS does not report the network
+/// broken). Without the note (an administrator's macvlan of that name,
+/// down and without addresses), it is refused.
 #[test]
 fn a_half_made_shim_is_taken_by_the_next_add() {
     let (host, _lan) = setup("mv-shim-half");
@@ -685,8 +687,15 @@ fn a_half_made_shim_is_taken_by_the_next_add() {
         "link", "add", "mvshim3", "link", "phy0", "type", "macvlan", "mode", "bridge",
     ]);
     let c = conf("1.1.0", json!({"hostShim": {"name": "mvshim3"}}));
-    cni(&host, &ours(), "STATUS", "", None, &c, &[]).assert_success();
     let ctr = host.container("c");
+    cni(&host, &ours(), "STATUS", "", None, &c, &[]).assert_cni_error(50);
+    cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]).assert_cni_error(999);
+    del(&host, Some(&ctr), "c1", &c);
+    assert!(host.netns().link("mvshim3").is_some(), "not nuage's: kept");
+    let state = host.state_dir().join("macvlan").join(NET);
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join(".creating"), "mvshim3").unwrap();
+    cni(&host, &ours(), "STATUS", "", None, &c, &[]).assert_success();
     let res = add(&host, &ctr, "c1", &c);
     let shim = host.netns().link("mvshim3").unwrap();
     assert_eq!(
