@@ -395,6 +395,9 @@ pub fn del_for(network: &str, att: &Attachment, ips: &[IpAddr]) -> Result<()> {
 /// Equivalent to `nft -j list table inet nuage`, then [`del`] of the
 /// addresses whose comment names `att`.
 pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
+    if !super::tables_possible() {
+        return Ok(());
+    }
     let comment = attachment_comment(network, att);
     let ips: Vec<IpAddr> = list(Some(network))?
         .into_iter()
@@ -506,6 +509,9 @@ fn entries(objs: &[Value]) -> Vec<MasqEntry> {
 /// delete chain inet nuage masq-<net>-<subnets>
 /// ```
 pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
+    if !super::tables_possible() {
+        return Ok(());
+    }
     let valid: HashSet<String> = valid
         .iter()
         .map(|a| attachment_comment(network, a))

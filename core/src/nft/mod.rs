@@ -175,9 +175,9 @@ thread_local! {
 /// since, nor a DEL given another container's port (a wrong `prevResult`,
 /// a container that rebuilt its interface to point at another's port) that
 /// container's spoof check. Idempotent, as [`masq::del`] and
-/// [`spoofchk::del`]. Returns whether a spoof-check element was not found
-/// as `att`'s (another's, or none: the port was renamed, the MAC changed),
-/// so that `att`'s own may be elsewhere: see [`spoofchk::del_attachment`].
+/// [`spoofchk::del`]. Returns what became of the spoof-check elements
+/// (`att`'s own may be elsewhere when one was another's or absent: see
+/// [`spoofchk::del_attachment`]).
 ///
 /// Equivalent to `nft get element` of each address, then `nft -f -` with
 /// the `destroy element` lines of [`masq::del`] (for `att`'s elements) and
@@ -187,15 +187,31 @@ pub fn del(
     att: &Attachment,
     ips: &[IpAddr],
     spoof: Option<(&str, &[[u8; 6]])>,
-) -> Result<bool> {
+) -> Result<SpoofDel> {
     let mut checked = masq::dels(ips);
     if let Some((port, macs)) = spoof {
         checked.extend(spoofchk::dels(port, macs)?);
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
-    let not_mine = nfnl::delete_commented(&checked, &comment, &[], &op)?;
-    Ok(not_mine.iter().any(|d| d.0 == NfFamily::Bridge))
+    let (foreign, absent) = nfnl::delete_commented(&checked, &comment, &[], &op)?;
+    let bridge = |v: &[nfnl::Del]| v.iter().filter(|d| d.0 == NfFamily::Bridge).count();
+    let looked = checked.iter().filter(|d| d.0 == NfFamily::Bridge).count();
+    Ok(SpoofDel {
+        foreign: bridge(&foreign) > 0,
+        absent: bridge(&absent),
+        looked,
+    })
+}
+
+/// What [`del`] found of the spoof-check elements it looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpoofDel {
+    /// One was another attachment's (kept).
+    pub foreign: bool,
+    /// How many were absent, of the `looked` for.
+    pub absent: usize,
+    pub looked: usize,
 }
 
 /// The comment of an element added for `att` on `network`:
@@ -413,6 +429,13 @@ pub(crate) fn commented(key: Value, comment: &str) -> Value {
 
 /// Where nft may live when `PATH` (a runtime's, often minimal) lacks it.
 const NFT_DIRS: &[&str] = &["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"];
+
+/// Whether our tables could exist at all: they and their chains are only
+/// ever created by running `nft` (the fast paths add elements to them).
+/// Without it, a DEL or GC that would list them has nothing to clean.
+pub(crate) fn tables_possible() -> bool {
+    nft_path().is_some()
+}
 
 fn nft_path() -> Option<&'static Path> {
     static NFT: OnceLock<Option<PathBuf>> = OnceLock::new();

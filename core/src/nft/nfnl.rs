@@ -758,8 +758,8 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
 /// another attachment's (its address was released and handed out again
 /// before this late or repeated DEL, or a DEL was given another's port) and
 /// stays. One socket for the reads and the deletion, one transaction.
-/// Returns the checked elements that were not deleted as `comment`'s
-/// (another's, or absent).
+/// Returns the checked elements that were not deleted as `comment`'s:
+/// `(another's, absent)`.
 ///
 /// Equivalent to `nft get element ...` for each of `checked`, then
 /// [`delete`].
@@ -768,12 +768,12 @@ pub(crate) fn delete_commented(
     comment: &str,
     others: &[Del],
     op: &str,
-) -> Result<Vec<Del>> {
+) -> Result<(Vec<Del>, Vec<Del>)> {
     if checked.is_empty() && others.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut conn = Conn::open(op)?;
-    let mut not_mine = Vec::new();
+    let (mut foreign, mut absent) = (Vec::new(), Vec::new());
     let mut mine = others.to_vec();
     // A failed read keeps that element (it may be another's), not the rest.
     let mut errs = Errors::new();
@@ -784,7 +784,7 @@ pub(crate) fn delete_commented(
         match comment_of {
             Some(Some(c)) if c == comment => mine.push(d.clone()),
             Some(other) => {
-                not_mine.push(d.clone());
+                foreign.push(d.clone());
                 log::info(format_args!(
                     "nfnl: {op}: {} in {} {TABLE} {} belongs to {:?}, not {comment:?}: kept",
                     d.2.text,
@@ -793,13 +793,13 @@ pub(crate) fn delete_commented(
                     other.unwrap_or_default()
                 ))
             }
-            None => not_mine.push(d.clone()),
+            None => absent.push(d.clone()),
         }
     }
     if !mine.is_empty() {
         errs.collect(delete_on(&mut conn, &mine, op));
     }
-    errs.into_result().map(|()| not_mine)
+    errs.into_result().map(|()| (foreign, absent))
 }
 
 fn delete_on(conn: &mut Conn, dels: &[Del], op: &str) -> Result<()> {

@@ -171,6 +171,9 @@ impl Plugin for Bridge {
         let mut port = prev
             .as_ref()
             .and_then(|p| Some(p.interfaces.get(1)?.name.clone()));
+        // The port was found alive (the container's veth still there): its
+        // elements should be there too, unless under another name or MAC.
+        let mut live_port = false;
         // The container's addresses could not be read: its masquerade
         // elements are then also looked up by comment.
         let mut addrs_unknown = false;
@@ -198,6 +201,7 @@ impl Plugin for Bridge {
                 };
                 if let Some(peer) = peer {
                     port = Some(peer.name);
+                    live_port = true;
                     // And the current MAC: without prevResult it is the
                     // only one known (a pair left by a MAC change is removed
                     // by GC).
@@ -220,14 +224,17 @@ impl Plugin for Bridge {
             .as_deref()
             .filter(|_| conf.br.macspoofchk && !macs.is_empty())
             .map(|p| (p, &macs[..]));
-        // A spoof-check element of the port this DEL was given that is not
-        // this attachment's (another's; or none: the port was renamed, the
-        // MAC changed): its own are found by comment.
+        // A spoof-check element of the port this DEL was given that is
+        // another's, or absent while the port is alive (renamed) or while
+        // others are there (the MAC changed): this attachment's own are
+        // found by comment. All absent from a dead port is a repeated DEL.
         let mut foreign = false;
         if !masq_ips.is_empty() || spoof.is_some() {
-            foreign = errs
+            let found = errs
                 .collect(nft::del(net, &att, masq_ips, spoof))
-                .unwrap_or(false);
+                .unwrap_or_default();
+            foreign =
+                found.foreign || (found.absent > 0 && (live_port || found.absent < found.looked));
         }
         if conf.br.ip_masq && (ips.is_empty() || addrs_unknown) {
             errs.collect(nft::masq::del_attachment(net, &att));

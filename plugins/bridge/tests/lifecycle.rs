@@ -474,6 +474,36 @@ fn del_under_a_config_that_add_refuses_releases_everything() {
     assert_eq!(ctr.link_names(), ["lo"]);
 }
 
+/// On a host without `nft`, a DEL whose config has an `ipMasq` that does
+/// not decode (taken as true for the cleanup) succeeds: none of our tables
+/// can exist without `nft`, which creates them.
+#[test]
+fn del_without_nft_of_a_config_add_refused_succeeds() {
+    let host = setup("life-del-nonft");
+    let ctr = host.container("c");
+    let odd = merge(
+        full(&host, "1.0.0"),
+        json!({"ipMasq": "true", "macspoofchk": "yes"}),
+    );
+    let out = cni(&host, &ours(), "ADD", "nn", Some(ctr.path_str()), &odd, &[]);
+    out.assert_cni_error(7);
+    let script = r#"set -e; mount --bind /dev/null /usr/sbin/nft; exec "$1""#;
+    let plugin = ours();
+    let out = host.run(
+        Path::new("/bin/sh"),
+        &["-c", script, "sh", plugin.to_str().unwrap()],
+        &[
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "nn"),
+            ("CNI_NETNS", ctr.path_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", REFERENCE_DIR),
+        ],
+        &odd.to_string(),
+    );
+    out.assert_success();
+}
+
 #[test]
 fn del_with_the_hosts_own_netns_touches_nothing_there() {
     // A late DEL whose netns path now names the plugin's own namespace (a
@@ -665,8 +695,23 @@ fn del_with_the_netns_present_does_not_list_the_spoof_check_table() {
             &env,
         );
         out.assert_success();
-        let del_log = nft_log(&log, mark);
         assert_attachment_gone(&host, "c", &res);
+        // A repeated DEL (runtimes send them) with prevResult finds
+        // nothing: no listing either. (Without it, and the container's
+        // interface gone, only a listing can find what might be left.)
+        if with_prev_result {
+            let out = cni(
+                &host,
+                &ours(),
+                "DEL",
+                "c",
+                Some(ctr.path_str()),
+                &conf,
+                &env,
+            );
+            out.assert_success();
+        }
+        let del_log = nft_log(&log, mark);
         assert!(
             del_log.iter().all(|l| !l.starts_with("-j list")),
             "DEL listed a whole table: {del_log:#?}"

@@ -208,14 +208,17 @@ pub fn configure_host(host: &mut Netlink, hv: &Link, result: &CniResult) -> Resu
             ..RouteSpec::new(IpNetwork::from(ip.address.ip()))
         };
         host.add_own_route(&to_ctr, |host, r| {
-            // (The kernel reports every IPv6 route with scope universe.)
+            // A ptp host end: no gateway, scope host (the kernel reports
+            // every IPv6 route with scope universe), a veth holding this
+            // network's gateway address, as every ptp host end does.
             let ptp_like = r.gw.is_none() && (r.dst.is_ipv6() || r.scope == RT_SCOPE_HOST);
             let Some(oif) = r.oif.filter(|_| ptp_like) else {
                 return Ok(false);
             };
-            Ok(host
+            let veth = host
                 .link_by_index(oif)?
-                .is_some_and(|l| l.kind.as_deref() == Some("veth")))
+                .is_some_and(|l| l.kind.as_deref() == Some("veth"));
+            Ok(veth && host.addrs(Some(oif))?.iter().any(|a| a.address.ip() == gw))
         })
         .context("failed to add route on host")?;
     }

@@ -417,6 +417,39 @@ fn failing_adds_are_rolled_back() {
         a.extend(args);
         host.netns().ip(&a);
     };
+    // Not one through a veth without the network's gateway address (a
+    // workload's route), in IPv6 either.
+    let dual = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "static", "addresses": [
+            {"address": "10.60.0.9/24", "gateway": "10.60.0.1"},
+            {"address": "fd60::9/64", "gateway": "fd60::1"}]}}),
+    );
+    stale(&["fd60::9/128", "dev", "other0"]);
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &dual,
+        &[],
+    );
+    let msg = out.assert_cni_error(999)["msg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("a route to fd60::9/128 already exists dev other0"),
+        "{out}"
+    );
+    host.netns()
+        .ip(&["-6", "route", "del", "fd60::9/128", "dev", "other0"]);
+    // (A dead container's host end holds the network's gateway address.)
+    host.netns()
+        .ip(&["addr", "add", "10.60.0.1/32", "dev", "other0"]);
+    host.netns()
+        .ip(&["-6", "addr", "add", "fd60::1/128", "dev", "other0", "nodad"]);
     stale(&["10.60.0.9/32", "dev", "other0", "scope", "host"]);
     add(&host, &ctr, "c1", &fixed);
     assert!(host.netns().ping("10.60.0.9"));
@@ -425,12 +458,6 @@ fn failing_adds_are_rolled_back() {
     // universe: a route without gateway through a veth is taken over.
     stale(&["10.60.0.9/32", "dev", "other0", "scope", "host"]);
     stale(&["fd60::9/128", "dev", "other0"]);
-    let dual = conf(
-        "1.0.0",
-        json!({"ipam": {"type": "static", "addresses": [
-            {"address": "10.60.0.9/24", "gateway": "10.60.0.1"},
-            {"address": "fd60::9/64", "gateway": "fd60::1"}]}}),
-    );
     add(&host, &ctr, "c1", &dual);
     del(&host, Some(ctr.path_str()), "c1", &dual);
 }
