@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use ipnetwork::IpNetwork;
 use nuage_core::spec::{version, CniArgs, Dns, NetConf, Route};
-use nuage_core::{Error, Result};
+use nuage_core::{log, Error, Result};
 use serde_json::{Map, Value};
 
 use crate::range::{RangeSet, RangeSpec};
@@ -82,7 +82,20 @@ impl HostLocalConf {
     pub fn store_dir_of(conf: &NetConf) -> Result<PathBuf> {
         let ipam = Obj::new("ipam", ipam_object(conf)?);
         check_network_name(&conf.name)?;
-        Ok(data_dir(&ipam)?.join(&conf.name))
+        // A dataDir ADD refuses (relative, with `.` or `..`) but the
+        // reference took: its leases are released where the reference put
+        // them, as the path resolves.
+        let dir = match data_dir(&ipam) {
+            Err(e) => match ipam.string("dataDir")? {
+                Some(d) if !d.contains('\0') => {
+                    log::warn(format_args!("{e}: releasing from it as given"));
+                    PathBuf::from(d)
+                }
+                _ => return Err(e),
+            },
+            ok => ok?,
+        };
+        Ok(dir.join(&conf.name))
     }
 
     fn parse_with(conf: &NetConf, cni_args: &str, need_ranges: bool) -> Result<Self> {

@@ -341,10 +341,16 @@ fn del_and_gc_release_under_a_config_that_add_refuses() {
     let out = Call::new(HOST_LOCAL, "GC", "").run(&typo);
     assert!(out.ok, "{out:?}");
     assert!(leases(&dir).is_empty());
-    // What DEL does read, the store's place, is still checked.
-    let mut escape = c.clone();
-    escape["ipam"]["dataDir"] = json!("relative/dir");
-    assert_eq!(Call::new(HOST_LOCAL, "DEL", "b").run(&escape).err_code(), 7);
+    // A dataDir ADD refuses but the reference took (not normalized):
+    // released where it resolves to.
+    assert!(Call::new(HOST_LOCAL, "ADD", "d").run(&c).ok);
+    let mut dotted = c.clone();
+    let parent = t.path().file_name().unwrap().to_str().unwrap();
+    dotted["ipam"]["dataDir"] = json!(format!("{}/../{parent}", t.str()));
+    assert_eq!(Call::new(HOST_LOCAL, "ADD", "e").run(&dotted).err_code(), 7);
+    let out = Call::new(HOST_LOCAL, "DEL", "d").run(&dotted);
+    assert!(out.ok, "{out:?}");
+    assert!(leases(&dir).is_empty());
 }
 
 /// Store failures say what to do: a dataDir under a file names the file.
