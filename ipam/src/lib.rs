@@ -54,6 +54,17 @@ pub fn in_process(a: &CmdArgs) -> bool {
     matches!(ipam_type(a), Ok("host-local" | "static"))
 }
 
+/// Checks the `ipam` section of an in-process IPAM as ADD would, without
+/// touching the store: for plugins whose ADD is costly to undo (host-device
+/// moves a device). A delegated IPAM is checked by its own ADD.
+pub fn validate(a: &CmdArgs) -> Result<()> {
+    match ipam_type(a)? {
+        "host-local" => config::HostLocalConf::parse(&a.conf, &a.args).map(drop),
+        "static" => config::StaticConf::parse(&a.conf, &a.args).map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// IPAM ADD: the abbreviated IPAM result (no interfaces, no interface index).
 pub fn add(a: &CmdArgs) -> Result<CniResult> {
     match ipam_type(a)? {

@@ -38,6 +38,11 @@ impl Plugin for HostDevice {
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         let conf = Conf::load(a)?;
         a.conf.require_ipam_for_old_result()?;
+        // Before the device moves (a move each way costs ~13 ms, and the
+        // container sees the device meanwhile).
+        if conf.ipam {
+            nuage_ipam::validate(a)?;
+        }
         let ns = a.open_netns()?;
         let mut host = Netlink::new()?;
         let mut ctr = Netlink::in_netns(&ns)?;

@@ -175,6 +175,25 @@ fn l2_mode_and_hwaddr_selector() {
     assert_home(&host, &mac);
 }
 
+/// A bad IPAM section is refused before the device moves (and before its
+/// record is written).
+#[test]
+fn a_bad_ipam_section_is_refused_before_the_move() {
+    let (host, _lan) = setup("hd-badipam");
+    let ctr = host.container("c");
+    let c = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "host-local", "subnet": "10.50.0.0/33"}}),
+    );
+    let out = cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_cni_error(7);
+    assert!(
+        !host.state_dir().join("host-device").join(NET).exists(),
+        "no record, no move"
+    );
+    assert!(host.netns().link("hd0").is_some());
+}
+
 #[test]
 fn bad_input_changes_nothing() {
     let (host, _lan) = setup("hd-bad");
