@@ -88,8 +88,10 @@ impl HostLocalConf {
         let dir = match data_dir(&ipam) {
             Err(e) => match ipam.string("dataDir")? {
                 Some(d) if !d.contains('\0') => {
-                    log::warn(format_args!("{e}: releasing from it as given"));
-                    PathBuf::from(d)
+                    log::warn(format_args!(
+                        "{e}: releasing from it as the reference reads it"
+                    ));
+                    clean_lexically(d)
                 }
                 _ => return Err(e),
             },
@@ -310,6 +312,34 @@ pub fn check_network_name(name: &str) -> Result<()> {
 }
 
 /// `dataDir` must be an absolute path without `.`/`..` components or NUL.
+/// `d` with `.` and `..` collapsed by its text, as Go's `filepath.Clean`
+/// (which the reference's `filepath.Join` applies) does: a `..` after a
+/// symlink names the symlink's parent, not its target's. A relative path
+/// stays relative; `/..` is `/`.
+fn clean_lexically(d: &str) -> PathBuf {
+    let absolute = d.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for c in d.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ if absolute => {}
+                _ => parts.push(".."),
+            },
+            c => parts.push(c),
+        }
+    }
+    let joined = parts.join("/");
+    match (absolute, joined.is_empty()) {
+        (true, _) => PathBuf::from(format!("/{joined}")),
+        (false, true) => PathBuf::from("."),
+        (false, false) => PathBuf::from(joined),
+    }
+}
+
 /// `ipam.dataDir`, checked, or the default.
 fn data_dir(ipam: &Obj) -> Result<PathBuf> {
     match ipam.string("dataDir")? {
@@ -609,6 +639,19 @@ mod tests {
         let e = hl(ipam).unwrap_err();
         assert_eq!(e.code, Code::InvalidConfig, "{e}");
         e.msg
+    }
+
+    #[test]
+    fn data_dirs_are_cleaned_as_go_cleans_them() {
+        for (d, want) in [
+            ("/a/link/..", "/a"),
+            ("/var/run/../lib/cni/networks", "/var/lib/cni/networks"),
+            ("/../x/./y//", "/x/y"),
+            ("rel/../../x", "../x"),
+            ("./", "."),
+        ] {
+            assert_eq!(clean_lexically(d), PathBuf::from(want), "{d}");
+        }
     }
 
     #[test]
