@@ -198,8 +198,10 @@ fn ensure(
             // marker file says a creation is under way, so that the next
             // ADD can take a shim whose creator was killed in between.
             state.mark_creating(name)?;
-            host.create_macvlan(name, master.index, mode, None, None, None)
-                .context("hostShim")?;
+            if let Err(e) = host.create_macvlan(name, master.index, mode, None, None, None) {
+                state.done_creating();
+                return Err(e.context("hostShim"));
+            }
             log::info(format_args!("hostShim: created {name} on {}", master.name));
             host.link_by_name(name)?.ok_or_else(|| {
                 Error::internal(format!("hostShim: {name:?} vanished after creation"))
