@@ -189,7 +189,6 @@ impl CmdArgs {
         Attachment::new(&self.container_id, &self.ifname)
     }
 
-    /// `prevResult`, read in the config's version.
     /// The plugin's own keys: strictly for ADD, CHECK and STATUS; for DEL
     /// and GC, which only clean up, a key that does not decode is ignored
     /// (see [`NetConf::plugin_lenient`]).
@@ -200,6 +199,8 @@ impl CmdArgs {
         }
     }
 
+    /// `prevResult`, read in the config's version; CHECK also requires each
+    /// `ips[].interface` to name one of its interfaces.
     pub fn prev_result(&self) -> Result<Option<CniResult>> {
         let prev = self
             .conf

@@ -20,11 +20,13 @@ struct MacvlanConf {
     mac: String,
     #[serde(default)]
     link_in_container: bool,
-    /// Not a key of the reference this replaces (v1.1.1): read in
-    /// [`Conf::load`], so that DEL never fails on it.
+    /// Read in [`Conf::load`]: strictly for ADD, CHECK and STATUS, with a
+    /// message of its own; ignored when bad otherwise.
     #[serde(default)]
     bcqueuelen: Option<serde_json::Value>,
-    /// nuage's own key, read in [`Conf::load`] for the same reason.
+    /// Read in [`Conf::load`] ([`parse_shim`]): strictly for ADD, CHECK and
+    /// STATUS; a bad one is the default shim otherwise, whose records DEL
+    /// and GC follow.
     #[serde(default)]
     host_shim: Option<serde_json::Value>,
 }
@@ -73,9 +75,10 @@ pub struct Conf {
 
 impl Conf {
     /// Parses and validates the config without looking at any link (DEL
-    /// must work when the master is gone). DEL, GC and STATUS only need to
-    /// know what to clean up: a bad mode, MAC or `CNI_ARGS` does not stop
-    /// them (the reference's DEL does not read them either).
+    /// must work when the master is gone). DEL and GC only need to know
+    /// what to clean up: a bad mode, MAC or `CNI_ARGS` does not stop them
+    /// (the reference's DEL does not read them either). STATUS reads them
+    /// as ADD does: it answers whether ADD would work.
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let mv: MacvlanConf = a.plugin_conf()?;
         // STATUS too: it answers whether ADD would work.
@@ -86,9 +89,10 @@ impl Conf {
         };
         let mac = if strict { mac(a, &mv)? } else { None };
         let ipam = !a.conf.ipam_type().is_empty();
-        // Outside ADD and CHECK a value that does not parse is ignored: a
-        // bad `bcqueuelen` is unset, a bad `hostShim` is the default shim,
-        // whose records (which name the shim they used) DEL and GC follow.
+        // Outside ADD, CHECK and STATUS a value that does not parse is
+        // ignored: a bad `bcqueuelen` is unset, a bad `hostShim` is the
+        // default shim, whose records (which name the shim they used) DEL
+        // and GC follow.
         let bcqueuelen = match mv.bcqueuelen.map(serde_json::from_value::<u32>) {
             Some(Err(e)) if strict => {
                 return Err(Error::config(format!("invalid bcqueuelen: {e}"))

@@ -10,7 +10,8 @@
 //! The shim is created by the first ADD that needs it and deleted with its
 //! last container route. It carries an alias naming its network
 //! ([`owner_alias`]): a link of that name that nuage did not create (an
-//! administrator's own shim, say) is neither taken over nor deleted. Each attachment's routes are recorded in
+//! administrator's own shim, say) is neither taken over nor deleted.
+//! Each attachment's routes are recorded in
 //! `/var/lib/cni/macvlan/<network>/<containerID>:<ifname>.json`, so DEL and
 //! GC remove exactly them, with or without `prevResult`. A `flock` on the
 //! network's directory serializes the shim's ADD, DEL and GC.
@@ -58,9 +59,25 @@ struct Locked {
 /// Whether `network` has shim records: DEL and GC follow them even when
 /// the config no longer asks for `hostShim`.
 pub fn has_records(network: &str) -> bool {
-    fs::read_dir(Path::new(STATE_DIR).join(network)).is_ok_and(|mut d| {
-        d.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")))
-    })
+    record_files(&Path::new(STATE_DIR).join(network))
+        .next()
+        .is_some()
+}
+
+/// The record files in a network's state directory.
+fn record_files(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+}
+
+/// Whether the note in the network's state directory `dir` says that the
+/// shim `name` was being created (see [`ensure`]).
+fn creating(dir: &Path, name: &str) -> bool {
+    fs::read_to_string(dir.join(CREATING)).is_ok_and(|n| n == name)
 }
 
 fn lock(network: &str) -> Result<Locked> {
@@ -78,7 +95,7 @@ impl Locked {
 
     /// Whether an ADD was creating the shim `name` when it stopped.
     fn creating(&self, name: &str) -> bool {
-        fs::read_to_string(self.dir.join(CREATING)).is_ok_and(|n| n == name)
+        creating(&self.dir, name)
     }
 
     fn done_creating(&self) {
@@ -97,13 +114,7 @@ impl Locked {
     }
 
     fn records(&self) -> Vec<(PathBuf, Record)> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        record_files(&self.dir)
             .filter_map(|p| {
                 let r = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
                 Some((p, r))
@@ -349,8 +360,7 @@ fn remove_file(path: &Path) -> Result<()> {
 /// ADD fail; a missing one is fine (ADD creates it), and so is one an ADD
 /// left unmarked when killed (the next ADD takes it).
 pub fn status(host: &mut Netlink, shim: &Shim, master: &Link, network: &str) -> Result<()> {
-    let creating = fs::read_to_string(Path::new(STATE_DIR).join(network).join(CREATING))
-        .is_ok_and(|n| n == shim.name);
+    let creating = creating(&Path::new(STATE_DIR).join(network), &shim.name);
     match host.link_by_name(&shim.name)? {
         Some(l)
             if l.alias.as_deref() != Some(owner_alias(network).as_str())

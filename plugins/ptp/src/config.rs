@@ -26,8 +26,9 @@ pub struct Conf {
 }
 
 impl Conf {
-    /// Parses and validates the config; DEL, GC and STATUS, which only
-    /// clean up or report, do not fail on a bad `ipMasqBackend` or `mtu`.
+    /// Parses and validates the config; DEL and GC, which only clean up,
+    /// do not fail on a bad `ipMasqBackend` or `mtu` (STATUS does: it
+    /// answers whether ADD would work).
     pub fn load(a: &CmdArgs) -> Result<Conf> {
         let p: PtpConf = a.plugin_conf()?;
         // STATUS too: it answers whether ADD would work.
