@@ -100,13 +100,12 @@ pub fn configure_link(
         let via: Option<IpAddr> = r.gw.or_else(|| gw(r.dst.is_ipv4()));
         // As the reference: scope universe unless the route gives one,
         // even without a gateway (`ip route` would pick link).
-        const RT_SCOPE_UNIVERSE: u8 = 0;
         let spec = RouteSpec {
             gw: via,
             oif: Some(link.index),
             priority: r.priority,
             table: r.table,
-            scope: r.scope.or(Some(RT_SCOPE_UNIVERSE)),
+            scope: r.scope.or(Some(crate::netlink::RT_SCOPE_UNIVERSE)),
             mtu: r.mtu,
             advmss: r.advmss,
             ..RouteSpec::new(r.dst)

@@ -33,7 +33,10 @@ pub use addr::Addr;
 pub use devconf::Ipv4Conf;
 pub use link::{BridgePort, BridgeSpec, Link, MacvlanMode, VethSpec, VxlanSpec};
 pub use neigh::{FdbEntry, Neigh};
-pub use route::{Route, RouteSpec};
+pub use route::{
+    Route, RouteSpec, RTN_UNICAST, RTPROT_KERNEL, RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
+    RT_TABLE_MAIN,
+};
 
 /// `<prefix><8 random hex digits>`: a link name unlikely to be taken (the
 /// reference's `veth1a2b3c4d`), for host-side ends and temporary names.

@@ -78,7 +78,16 @@ pub struct Route {
     pub nexthops: Vec<IpAddr>,
 }
 
-const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// The main routing table.
+pub const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// `RT_SCOPE_*`, of routes and addresses.
+pub const RT_SCOPE_UNIVERSE: u8 = 0;
+pub const RT_SCOPE_LINK: u8 = 253;
+pub const RT_SCOPE_HOST: u8 = 254;
+/// `RTPROT_KERNEL`: a route the kernel made (an address's connected route).
+pub const RTPROT_KERNEL: u8 = 2;
+/// `RTN_UNICAST`.
+pub const RTN_UNICAST: u8 = 1;
 
 impl Netlink {
     /// The routes of every table, of one family or both. Cached (cloned)
@@ -143,7 +152,6 @@ impl Netlink {
             Err(e) if e.is_exists() => {}
             r => return r,
         }
-        const RTN_UNICAST: u8 = 1;
         let table = spec.table.unwrap_or(RT_TABLE_MAIN);
         let mut other = None;
         for r in self.routes(Some(IpFamily::of(spec.dst.ip())))? {

@@ -362,10 +362,9 @@ pub(crate) fn dels(ips: &[IpAddr]) -> Vec<nfnl::Del> {
 /// masquerade element: all but the kernel's own link-scope ones (its IPv6
 /// link-local address), which IPAM did not hand out.
 pub fn masqueradable(addrs: &[crate::netlink::Addr]) -> Vec<IpAddr> {
-    const RT_SCOPE_LINK: u8 = 253;
     addrs
         .iter()
-        .filter(|a| !(a.scope == RT_SCOPE_LINK && a.address.is_ipv6()))
+        .filter(|a| !(a.scope == crate::netlink::RT_SCOPE_LINK && a.address.is_ipv6()))
         .map(|a| a.address.ip())
         .collect()
 }

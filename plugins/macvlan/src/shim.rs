@@ -21,7 +21,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{Link, MacvlanMode, Netlink, RouteSpec};
+use nuage_core::netlink::{
+    Link, MacvlanMode, Netlink, RouteSpec, RTPROT_KERNEL, RT_SCOPE_LINK, RT_TABLE_MAIN,
+};
 use nuage_core::spec::Attachment;
 use nuage_core::{flock, log, sysctl, Error, Errors, Result, ResultExt};
 use serde::{Deserialize, Serialize};
@@ -31,9 +33,6 @@ use crate::config::Shim;
 const STATE_DIR: &str = "/var/lib/cni/macvlan";
 /// In a network's state directory: the name of a shim being created.
 const CREATING: &str = ".creating";
-const RT_TABLE_MAIN: u32 = 254;
-const RTPROT_KERNEL: u8 = 2;
-const RT_SCOPE_LINK: u8 = 253;
 
 /// The alias of a shim nuage created for `network`.
 fn owner_alias(network: &str) -> String {

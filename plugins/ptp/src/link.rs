@@ -13,18 +13,16 @@
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
-use nuage_core::netlink::{IpFamily, Link, MacAddr, Netlink, RouteSpec, VethSpec};
+use nuage_core::netlink::{
+    IpFamily, Link, MacAddr, Netlink, RouteSpec, VethSpec, RTPROT_KERNEL, RT_SCOPE_HOST,
+    RT_SCOPE_LINK, RT_SCOPE_UNIVERSE,
+};
 use nuage_core::netns::NetNs;
 use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
 use nuage_core::sysctl::{self, ConfDir};
 use nuage_core::{ifconfig, Error, Result, ResultExt};
-
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const RT_SCOPE_LINK: u8 = 253;
-const RT_SCOPE_HOST: u8 = 254;
-const RTPROT_KERNEL: u8 = 2;
 
 /// `ifname` must be free in the container (checked before any change).
 pub fn check_free(ctr: &mut Netlink, ns: &NetNs, ifname: &str) -> Result<()> {
