@@ -194,7 +194,7 @@ pub fn del(
     }
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
-    let (foreign, absent) = nfnl::delete_commented(&checked, &comment, &[], &op)?;
+    let (foreign, absent) = nfnl::delete_commented(&checked, &comment, &op)?;
     let bridge = |v: &[nfnl::Del]| v.iter().filter(|d| d.0 == NfFamily::Bridge).count();
     let looked = checked.iter().filter(|d| d.0 == NfFamily::Bridge).count();
     Ok(SpoofDel {

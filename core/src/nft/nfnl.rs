@@ -753,8 +753,8 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
     delete_on(&mut Conn::open(op)?, dels, op)
 }
 
-/// [`delete`] of `others`, and of those of `checked` whose element carries
-/// `comment`; an element of the same key with another comment, or none, is
+/// [`delete`] of those of `checked` whose element carries `comment`; an
+/// element of the same key with another comment, or none, is
 /// another attachment's (its address was released and handed out again
 /// before this late or repeated DEL, or a DEL was given another's port) and
 /// stays. One socket for the reads and the deletion, one transaction.
@@ -766,15 +766,14 @@ pub(crate) fn delete(dels: &[Del], op: &str) -> Result<()> {
 pub(crate) fn delete_commented(
     checked: &[Del],
     comment: &str,
-    others: &[Del],
     op: &str,
 ) -> Result<(Vec<Del>, Vec<Del>)> {
-    if checked.is_empty() && others.is_empty() {
+    if checked.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
     let mut conn = Conn::open(op)?;
     let (mut foreign, mut absent) = (Vec::new(), Vec::new());
-    let mut mine = others.to_vec();
+    let mut mine = Vec::new();
     // A failed read keeps that element (it may be another's), not the rest.
     let mut errs = Errors::new();
     for d in checked {
