@@ -655,15 +655,8 @@ fn a_shim_nuage_did_not_create_is_left_alone() {
         host.netns().ip(&["link", "set", "mvadm", "up"]);
         let c = conf("1.0.0", json!({"hostShim": {"name": "mvadm"}}));
         let ctr = host.container("c");
-        let out = cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]);
-        let e = out.assert_cni_error(999);
-        assert!(
-            e["msg"]
-                .as_str()
-                .unwrap()
-                .contains("is not this network's shim"),
-            "{out}"
-        );
+        let needle = "is not this network's shim";
+        add_err(&host, &ours(), "c1", &ctr, &c, 999, needle);
         del(&host, Some(&ctr), "c1", &c);
         let addrs = host.netns().addr_cidrs("mvadm");
         assert!(
@@ -721,15 +714,8 @@ fn shim_does_not_take_over_a_host_route() {
         json!({"hostShim": {"name": "mvshim2"}, "ipam": fixed}),
     );
     let ctr = host.container("c");
-    let out = cni(&host, &ours(), "ADD", "c1", Some(ctr.path_str()), &c, &[]);
-    let msg = out.assert_cni_error(999)["msg"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        msg.contains("a route to 10.40.0.50/32 already exists via 10.40.0.254 dev phy0"),
-        "{out}"
-    );
+    let needle = "a route to 10.40.0.50/32 already exists via 10.40.0.254 dev phy0";
+    add_err(&host, &ours(), "c1", &ctr, &c, 999, needle);
     assert_eq!(ctr.link_names(), ["lo"]);
     assert!(
         host.netns().link("mvshim2").is_none(),

@@ -383,22 +383,14 @@ fn failing_adds_are_rolled_back() {
         "1.0.0",
         json!({"ipam": {"type": "static", "addresses": [{"address": "10.60.0.9/24", "gateway": "10.60.0.1"}]}}),
     );
-    let out = cni(
+    add_err(
         &host,
         &ours(),
-        "ADD",
         "c1",
-        Some(ctr.path_str()),
+        &ctr,
         &fixed,
-        &[],
-    );
-    let msg = out.assert_cni_error(999)["msg"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        msg.contains("a route to 10.60.0.9/32 already exists dev other0"),
-        "{out}"
+        999,
+        "a route to 10.60.0.9/32 already exists dev other0",
     );
     assert_eq!(ctr.link_names(), ["lo"]);
     let kept = route_lines(host.netns(), Family::V4);
@@ -426,22 +418,14 @@ fn failing_adds_are_rolled_back() {
             {"address": "fd60::9/64", "gateway": "fd60::1"}]}}),
     );
     stale(&["fd60::9/128", "dev", "other0"]);
-    let out = cni(
+    add_err(
         &host,
         &ours(),
-        "ADD",
         "c1",
-        Some(ctr.path_str()),
+        &ctr,
         &dual,
-        &[],
-    );
-    let msg = out.assert_cni_error(999)["msg"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        msg.contains("a route to fd60::9/128 already exists dev other0"),
-        "{out}"
+        999,
+        "a route to fd60::9/128 already exists dev other0",
     );
     host.netns()
         .ip(&["-6", "route", "del", "fd60::9/128", "dev", "other0"]);

@@ -47,6 +47,29 @@ pub fn add_ok(host: &Host, bin: &Path, cid: &str, ns: &Netns, conf: &str) -> Val
     out.expect_json().clone()
 }
 
+/// An ADD of attachment (`cid`, `eth0`) in `ns` that must fail with CNI
+/// error `code` and a message containing `needle`.
+#[track_caller]
+pub fn add_err(
+    host: &Host,
+    bin: &Path,
+    cid: &str,
+    ns: &Netns,
+    conf: &str,
+    code: u64,
+    needle: &str,
+) {
+    let out = cni(host, bin, "ADD", cid, Some(ns.path_str()), conf, &[]);
+    let msg = out.assert_cni_error(code)["msg"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        msg.contains(needle),
+        "expected {needle:?} in the message:\n{out}"
+    );
+}
+
 /// A CHECK of attachment (`cid`, `eth0`) in `ns` (`conf` carries the
 /// prevResult), which must succeed with nothing on stdout.
 #[track_caller]
