@@ -10,6 +10,7 @@
 //!   a netns" check;
 //! - [`netlink`]: a small synchronous rtnetlink client, one socket per namespace;
 //! - [`sysctl`]: per-namespace `/proc/sys` reads and writes;
+//! - [`sysfs`]: link attributes only `/sys/class/net` shows;
 //! - [`ifconfig`]: an IPAM result applied to a container interface;
 //! - [`delegate`]: running another plugin (IPAM) from `CNI_PATH`;
 //! - [`child`]: child processes (`nft`, delegates) that die with the plugin;
@@ -34,5 +35,6 @@ pub mod rollback;
 pub mod skel;
 pub mod spec;
 pub mod sysctl;
+pub mod sysfs;
 
 pub use error::{Code, Error, ErrorReply, Errors, Result, ResultExt};

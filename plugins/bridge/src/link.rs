@@ -12,6 +12,7 @@ use nuage_core::rollback::Undo;
 use nuage_core::skel::CmdArgs;
 use nuage_core::spec::CniResult;
 use nuage_core::sysctl::{self, ConfDir};
+use nuage_core::sysfs;
 use nuage_core::{log, Error, Result, ResultExt};
 use sha2::{Digest, Sha256};
 
@@ -113,7 +114,12 @@ pub fn ensure_bridge(
     let name = conf.br.br_name.as_str();
     let mtu = (conf.br.mtu != 0).then_some(conf.br.mtu);
     let br = match existing {
-        Some(l) => l,
+        Some(mut l) => {
+            if !has_pinned_mac(&l) {
+                pin_mac(host, &mut l);
+            }
+            l
+        }
         None => {
             let spec = BridgeSpec {
                 name,
@@ -149,6 +155,46 @@ pub fn ensure_bridge(
         host.set_up(br.index)?;
     }
     Ok(br)
+}
+
+/// Pins the MAC of a bridge nuage did not create (the reference's, an
+/// administrator's) where it is, so that it stops changing as containers
+/// come and go; a zero MAC becomes the one of the bridges we create.
+/// Best effort: a failure is logged and the ADD goes on.
+///
+/// Kernel quirk: a bridge whose MAC the kernel assigned takes the lowest MAC
+/// of its ports whenever one joins or leaves, and 00:00:00:00:00:00 when the
+/// last one leaves; setting it, even to the value it has, marks it as the
+/// user's (`addr_assign_type` 3), which the bridge then keeps. Done once:
+/// sysfs tells whether it is already set (netlink does not say).
+///
+/// Equivalent to: `ip link set <br> address <its MAC, or the stable one>`
+fn pin_mac(host: &mut Netlink, br: &mut Link) {
+    let Some(kind) = sysfs::addr_assign_type(&br.name, br.index) else {
+        log::debug(format_args!(
+            "bridge {}: /sys does not show this namespace's links, its MAC is left as is",
+            br.name
+        ));
+        return;
+    };
+    if kind == sysfs::NET_ADDR_SET {
+        return;
+    }
+    let mac = match br.mac {
+        Some(m) if m != [0; 6] => m,
+        _ => bridge_mac(&br.name),
+    };
+    match host.set_mac(br.index, mac) {
+        Ok(()) => {
+            log::info(format_args!(
+                "pinned the MAC of bridge {} at {}: the kernel would change it as ports come and go",
+                br.name,
+                MacAddr(mac)
+            ));
+            br.mac = Some(mac);
+        }
+        Err(e) => log::warn(format_args!("pin the MAC of bridge {}: {e}", br.name)),
+    }
 }
 
 fn del_by_name(name: &str) -> Result<()> {

@@ -315,6 +315,83 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
+/// A bridge made by someone else (the reference's cni0) has a MAC the
+/// kernel assigned: it follows the lowest port, and becomes zero when the
+/// last port leaves. ADD pins it where it is (a zero one to our stable MAC),
+/// so it no longer changes as containers and other ports come and go.
+#[test]
+fn a_bridge_made_by_someone_else_gets_its_mac_pinned() {
+    let host = setup("life-pin");
+    let h = host.netns();
+    let mac = |br: &str| h.link(br).unwrap()["address"].as_str().unwrap().to_string();
+    let assign_type = |br: &str| {
+        h.exec_ok("cat", &[&format!("/sys/class/net/{br}/addr_assign_type")])
+            .trim()
+            .to_string()
+    };
+    // A bridge with a foreign port of the lowest MAC: the bridge took it.
+    h.ip(&["link", "add", "br-pin", "type", "bridge"]);
+    h.ip(&["link", "set", "br-pin", "up"]);
+    h.ip(&[
+        "link",
+        "add",
+        "fp0",
+        "address",
+        "02:00:00:00:00:01",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "fp1",
+    ]);
+    h.ip(&["link", "set", "fp0", "master", "br-pin"]);
+    assert_eq!(mac("br-pin"), "02:00:00:00:00:01");
+    assert_ne!(assign_type("br-pin"), "3", "the kernel's choice");
+
+    let c = net(
+        &host,
+        "1.0.0",
+        "pinnet",
+        "br-pin",
+        Some("10.97.0.0/24"),
+        json!({}),
+    );
+    let ctr = host.container("c1");
+    let res = add(&host, &ctr, "c1", &c);
+    assert_eq!(res["interfaces"][0]["mac"], "02:00:00:00:00:01");
+    assert_eq!(assign_type("br-pin"), "3", "set: the kernel keeps it");
+    // The foreign port leaves, then ours: the MAC stays (unpinned, it would
+    // become our port's, then zero).
+    h.ip(&["link", "del", "fp0"]);
+    assert_eq!(mac("br-pin"), "02:00:00:00:00:01");
+    del(&host, Some(ctr.path_str()), "c1", &with_prev(&c, &res));
+    assert!(ports_of(&host, "br-pin").is_empty());
+    assert_eq!(mac("br-pin"), "02:00:00:00:00:01");
+
+    // A bridge whose last port left has a zero MAC: it gets a stable one.
+    h.ip(&["link", "add", "br-zero", "type", "bridge"]);
+    h.ip(&["link", "add", "zp0", "type", "veth", "peer", "name", "zp1"]);
+    h.ip(&["link", "set", "zp0", "master", "br-zero"]);
+    h.ip(&["link", "set", "zp0", "nomaster"]);
+    assert_eq!(mac("br-zero"), "00:00:00:00:00:00");
+    let z = net(
+        &host,
+        "1.0.0",
+        "zeronet",
+        "br-zero",
+        Some("10.98.0.0/24"),
+        json!({}),
+    );
+    let res = add(&host, &ctr, "c2", &z);
+    let pinned = mac("br-zero");
+    assert_ne!(pinned, "00:00:00:00:00:00");
+    assert!(pinned.starts_with("02:"), "locally administered: {pinned}");
+    assert_eq!(res["interfaces"][0]["mac"], pinned.as_str());
+    check(&host, &ctr, "c2", &z, &res).assert_success();
+    del(&host, Some(ctr.path_str()), "c2", &with_prev(&z, &res));
+    assert_eq!(mac("br-zero"), pinned, "no port left, still pinned");
+}
+
 /// Starts ADD of `conf` for `cid` in the background (`path`: its `PATH`
 /// and `CNI_PATH`), kills it once the slow child it runs has written
 /// `flags/started`, and checks that the child never gets to `flags/ran`.
