@@ -25,24 +25,43 @@ pub struct Entry {
     #[serde(rename = "containerId")]
     pub container_id: String,
     /// base64 of the network config bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub config: String,
     #[serde(rename = "ifName")]
     pub if_name: String,
     #[serde(rename = "networkName")]
     pub network_name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub netns: String,
-    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "cniArgs",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cni_args: Vec<(String, String)>,
     #[serde(
         rename = "capabilityArgs",
         default,
+        deserialize_with = "null_as_default",
         skip_serializing_if = "Map::is_empty"
     )]
     pub capability_args: Map<String, Value>,
     #[serde(default)]
     pub result: Value,
+}
+
+/// Go's encoder writes `null` for an empty slice, map or config.
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 impl Entry {
@@ -118,7 +137,7 @@ impl Cache {
     }
 
     /// Reads an entry; a missing, unreadable or broken one is `None` (a
-    /// broken one is logged and removed, as libcni does).
+    /// broken one is logged, and left for DEL to remove).
     pub fn get(&self, network: &str, container_id: &str, ifname: &str) -> Option<Entry> {
         let path = self.path(network, container_id, ifname);
         let bytes = fs::read(&path).ok()?;
@@ -145,7 +164,6 @@ impl Cache {
             "ignoring broken cache entry {}: {why}",
             path.display()
         ));
-        let _ = fs::remove_file(path);
         None
     }
 
@@ -200,7 +218,20 @@ mod tests {
         assert_eq!(c.entries("net").len(), 1);
         fs::write(c.path("net", "c2", "eth0"), b"{broken").unwrap();
         assert!(c.get("net", "c2", "eth0").is_none());
-        assert!(!c.path("net", "c2", "eth0").exists());
+        assert!(c.path("net", "c2", "eth0").exists(), "left for DEL");
+        c.remove("net", "c2", "eth0").unwrap();
+        // Go writes null for an empty config, args or capabilities.
+        fs::write(
+            c.path("net", "c3", "eth0"),
+            br#"{"kind":"cniCacheV1","containerId":"c3","config":null,"ifName":"eth0",
+                "networkName":"net","netns":null,"cniArgs":null,"capabilityArgs":null,
+                "result":{"cniVersion":"1.0.0"}}"#,
+        )
+        .unwrap();
+        let e = c.get("net", "c3", "eth0").unwrap();
+        assert_eq!((e.config.as_str(), e.cni_args.len()), ("", 0));
+        assert_eq!(c.entries("net").len(), 2);
+        c.remove("net", "c3", "eth0").unwrap();
         c.remove("net", "c1", "eth0").unwrap();
         c.remove("net", "c1", "eth0").unwrap();
         fs::remove_dir_all(dir).unwrap();

@@ -44,13 +44,19 @@ impl NetworkList {
                 )))
             }
         };
-        if !valid_id(&name) {
-            return Err(Error::config(format!(
-                "{}: invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit",
-                source.display()
-            )));
-        }
-        let declared = obj.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+        // As libcni: a version that is not a string is refused on load; a
+        // missing one means 0.1.0 (what plugins take an empty one for).
+        let declared = match obj.get("cniVersion") {
+            None => "0.1.0",
+            Some(Value::String(v)) => v.as_str(),
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "{}: \"cniVersion\" must be a string, got {other}",
+                    source.display()
+                ))
+                .with_details(format!("write it quoted: \"cniVersion\": \"{other}\"")))
+            }
+        };
         let mut candidates: Vec<&str> = obj
             .get("cniVersions")
             .and_then(Value::as_array)
@@ -121,6 +127,17 @@ impl NetworkList {
             bytes: bytes.to_vec(),
             source: source.to_path_buf(),
         };
+        if single {
+            // As libcni's ConfListFromConf: the cache holds the list the
+            // file was wrapped into, which libcni-based runtimes reload.
+            let raw_version = obj.get("cniVersion").cloned().unwrap_or(Value::from(""));
+            list.bytes = serde_json::to_vec(&serde_json::json!({
+                "cniVersion": raw_version,
+                "name": list.name,
+                "plugins": [obj],
+            }))
+            .map_err(|e| Error::internal(format!("encode {}: {e}", source.display())))?;
+        }
         if !single && !inlined_only {
             list.append_sibling_plugins()?;
         }
@@ -142,6 +159,20 @@ impl NetworkList {
             }
         }
         Ok(list)
+    }
+
+    /// The network name as ADD requires it (libcni checks it only there, so
+    /// that a badly named network in one file blocks no other).
+    pub fn check_name(&self) -> Result<()> {
+        if valid_id(&self.name) {
+            return Ok(());
+        }
+        Err(Error::config(format!(
+            "{}: invalid network name {:?}",
+            self.source.display(),
+            self.name
+        ))
+        .with_details("use letters, digits, '_', '.' and '-', starting with a letter or digit"))
     }
 
     /// `<dir>/<network name>/*.conf`, in file name order.

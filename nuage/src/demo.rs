@@ -128,37 +128,90 @@ fn step(msg: impl Display) -> Result<()> {
     Ok(())
 }
 
-/// Removes what demos killed before their cleanup left: namespaces under
-/// /run/netns and work directories named after a process that is gone.
-fn remove_leftovers() {
-    let dead = |name: &str| {
-        let pid = name
-            .strip_prefix("nuage-demo-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<i32>().ok());
-        pid.is_some_and(|p| {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
-                == Err(nix::errno::Errno::ESRCH)
-        })
-    };
-    let names = |dir: &Path| -> Vec<(String, PathBuf)> {
-        fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .filter(|(n, _)| dead(n))
-            .collect()
-    };
-    for (name, path) in names(Path::new("/run/netns")) {
-        say(format_args!(
-            "==> removing namespace {name}, left by an interrupted demo"
-        ));
-        let _ = umount2(&path, MntFlags::MNT_DETACH);
-        let _ = fs::remove_file(&path);
+/// Where each running demo holds an exclusive lock, `<tag>.lock`, for its
+/// whole life: the lock (not the pid, which another PID namespace or a
+/// reused pid makes meaningless) tells a live demo from a killed one.
+const LOCK_DIR: &str = "/run/nuage/demo";
+
+fn lock_path(tag: &str) -> PathBuf {
+    Path::new(LOCK_DIR).join(format!("{tag}.lock"))
+}
+
+/// A tag of its own for this demo (in its namespace and directory names):
+/// the pid and the clock, so demos in two PID namespaces never share one.
+fn new_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}.{nanos:08x}", std::process::id())
+}
+
+/// Takes this demo's lock, before it creates anything named by its tag.
+fn hold_lock(tag: &str) -> Result<fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let path = lock_path(tag);
+    loop {
+        fs::create_dir_all(LOCK_DIR).map_err(|e| Error::os(format!("create {LOCK_DIR}"), e))?;
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::os(format!("create {}", path.display()), e))?;
+        f.lock()
+            .map_err(|e| Error::os(format!("lock {}", path.display()), e))?;
+        // Another demo may have taken this (still unlocked) file for a dead
+        // demo's and removed it meanwhile: then lock a new one.
+        let same = |m: fs::Metadata, n: fs::Metadata| (m.dev(), m.ino()) == (n.dev(), n.ino());
+        if let (Ok(held), Ok(named)) = (f.metadata(), fs::metadata(&path)) {
+            if same(held, named) {
+                return Ok(f);
+            }
+        }
     }
-    for (_, path) in names(&std::env::temp_dir()) {
-        let _ = fs::remove_dir_all(&path);
+}
+
+/// The lock of demo `tag` if it is dead (its lock file missing, or free);
+/// `None` while it runs.
+fn dead(tag: &str) -> Option<Option<fs::File>> {
+    match fs::File::open(lock_path(tag)) {
+        Err(_) => Some(None),
+        Ok(f) => f.try_lock().ok().map(|()| Some(f)),
+    }
+}
+
+/// Removes what demos killed before their cleanup left: namespaces under
+/// /run/netns and work directories, by the tag in their names.
+fn remove_leftovers() {
+    let tag_of = |name: &str| -> Option<String> {
+        let tag = name.strip_prefix("nuage-demo-")?.split('-').next()?;
+        (!tag.is_empty()).then(|| tag.to_string())
+    };
+    let mut tags: Vec<String> = [Path::new("/run/netns"), &std::env::temp_dir()]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
+        .filter_map(|e| tag_of(&e.file_name().to_string_lossy()))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    for tag in tags {
+        let Some(lock) = dead(&tag) else { continue };
+        let prefix = format!("nuage-demo-{tag}");
+        let mine = |n: &str| n == prefix || n.starts_with(&format!("{prefix}-"));
+        for e in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if mine(&name) {
+                say(format_args!(
+                    "==> removing namespace {name}, left by an interrupted demo"
+                ));
+                let _ = umount2(&e.path(), MntFlags::MNT_DETACH);
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let _ = fs::remove_dir_all(std::env::temp_dir().join(&prefix));
+        if lock.is_some() {
+            let _ = fs::remove_file(lock_path(&tag));
+        }
     }
 }
 
@@ -175,8 +228,10 @@ pub fn run() -> Result<()> {
     }
     catch_signals();
     remove_leftovers();
-    let pid = std::process::id();
-    let work = std::env::temp_dir().join(format!("nuage-demo-{pid}"));
+    let tag = new_tag();
+    let lock = hold_lock(&tag)?;
+    let _unlock = RemoveLock(lock_path(&tag), lock);
+    let work = std::env::temp_dir().join(format!("nuage-demo-{tag}"));
     let _cleanup = RemoveDir(work.clone());
     fs::create_dir_all(&work).map_err(|e| Error::os(format!("create {}", work.display()), e))?;
     let conf_path = work.join("10-nuage-demo.conflist");
@@ -186,11 +241,13 @@ pub fn run() -> Result<()> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
+    // Installed as the README says, nuage is in /usr/local/bin and the
+    // plugins in /opt/cni/bin, the default CNI_PATH of the other commands.
     let cni_path = std::env::var("CNI_PATH")
         .ok()
         .filter(|p| !p.is_empty())
         .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_else(|| vec![bin_dir]);
+        .unwrap_or_else(|| vec![bin_dir, PathBuf::from(crate::DEFAULT_CNI_PATH)]);
     let rt = Runtime {
         cni_path,
         cache: Cache::new(work.join("cache")),
@@ -207,7 +264,7 @@ pub fn run() -> Result<()> {
             return Err(Error::config(format!("demo network is invalid: {msg}")));
         }
     }
-    let node = Namespace::create(&format!("nuage-demo-{pid}-node"))?;
+    let node = Namespace::create(&format!("nuage-demo-{tag}-node"))?;
     let node_ns = NetNs::open(&node.path)?;
     let mut nl = Netlink::in_netns(&node_ns)?;
     if let Some(lo) = nl.link_by_name("lo")? {
@@ -218,15 +275,15 @@ pub fn run() -> Result<()> {
         node.path.display()
     ))?;
     // Child processes inherit the netns of the thread that spawns them.
-    node_ns.run(|| in_node(&rt, &list, &node, pid))?
+    node_ns.run(|| in_node(&rt, &list, &node, &tag))?
 }
 
-fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) -> Result<()> {
+fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, tag: &str) -> Result<()> {
     let mut containers = Vec::new();
     for i in 1..=3 {
-        let ns = Namespace::create(&format!("nuage-demo-{pid}-c{i}"))?;
+        let ns = Namespace::create(&format!("nuage-demo-{tag}-c{i}"))?;
         let att = Attachment {
-            container_id: format!("nuage-demo-{pid}-c{i}"),
+            container_id: format!("nuage-demo-{tag}-c{i}"),
             netns: ns.path.display().to_string(),
             ifname: "eth0".into(),
             ..Default::default()
@@ -315,6 +372,15 @@ fn in_node(rt: &Runtime, list: &crate::NetworkList, node: &Namespace, pid: u32) 
     drop(containers);
     step("container and node namespaces removed; demo complete")?;
     Ok(())
+}
+
+/// Releases the demo's lock last, after its namespaces and directory are
+/// gone, and removes the lock file.
+struct RemoveLock(PathBuf, #[allow(dead_code)] fs::File);
+impl Drop for RemoveLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 struct RemoveDir(PathBuf);

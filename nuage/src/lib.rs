@@ -20,6 +20,9 @@ use serde_json::{json, Map, Value};
 pub use cache::Cache;
 pub use conf::NetworkList;
 
+/// Where plugins are when `CNI_PATH` does not say (libcni's convention).
+pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin";
+
 /// Where configs, plugins and the cache are.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -76,6 +79,19 @@ impl Runtime {
     /// ADD: every plugin in order; the final result is cached and returned
     /// in the list's version.
     pub fn add(&self, list: &NetworkList, att: &Attachment) -> Result<Value> {
+        // As libcni, before any plugin runs: what names the cache entry and
+        // the plugins' state must be a valid name.
+        list.check_name()?;
+        if !spec::valid_id(&att.container_id) {
+            return Err(Error::env(format!(
+                "invalid characters in container ID {:?}",
+                att.container_id
+            ))
+            .with_details(
+                "use letters, digits, '_', '.' and '-', starting with a letter or digit",
+            ));
+        }
+        nuage_core::skel::validate_ifname(&att.ifname)?;
         let mut prev: Option<Value> = None;
         for plugin in &list.plugins {
             let req = request(list, plugin, Some(att), prev.take(), Verb::Add);

@@ -65,8 +65,10 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
     }
     let conf_dir = PathBuf::from(env("NETCONFPATH").unwrap_or_else(|| "/etc/cni/net.d".into()));
     let rt = Runtime {
-        cni_path: std::env::split_paths(&env("CNI_PATH").unwrap_or_else(|| "/opt/cni/bin".into()))
-            .collect(),
+        cni_path: std::env::split_paths(
+            &env("CNI_PATH").unwrap_or_else(|| nuage::DEFAULT_CNI_PATH.into()),
+        )
+        .collect(),
         cache: Cache::new(cache_dir),
     };
     let cmd = args.first().map(String::as_str).unwrap_or("");

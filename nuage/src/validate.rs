@@ -48,6 +48,9 @@ pub fn validate(rt: &Runtime, path: &Path) -> Vec<Finding> {
         Ok(l) => l,
         Err(e) => return vec![(true, e.to_string())],
     };
+    if let Err(e) = list.check_name() {
+        out.push((true, e.to_string()));
+    }
     if let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(&bytes) {
         if !single {
             for k in obj.keys().filter(|k| !LIST_KEYS.contains(&k.as_str())) {
@@ -63,6 +66,15 @@ pub fn validate(rt: &Runtime, path: &Path) -> Vec<Finding> {
                 "no \"cniVersion\": it then means 0.1.0; set \"cniVersion\": \"1.1.0\"".into(),
             ));
         }
+    }
+    if let Some(bad) = list_versions(&bytes)
+        .into_iter()
+        .find(|v| version::parse_loose(v).is_none())
+    {
+        out.push((
+            true,
+            format!("cniVersions holds {bad:?}, which is not a version (libcni >= 1.2 refuses the list): write versions as \"1.1.0\""),
+        ));
     }
     if !version::ALL.contains(&list.cni_version.as_str()) {
         out.push((
@@ -117,4 +129,15 @@ pub fn validate(rt: &Runtime, path: &Path) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// The `cniVersions` entries of a list, as written.
+fn list_versions(bytes: &[u8]) -> Vec<String> {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    v.get("cniVersions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+        .collect()
 }

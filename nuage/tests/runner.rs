@@ -404,6 +404,102 @@ fn broken_cache_file_does_not_block_del_or_check() {
         assert!(calls[0].stdin.get("prevResult").is_none(), "{garbage:?}");
         assert!(!path.exists(), "{garbage:?}: del removes the broken entry");
     }
+    // Go's encoder writes null for an empty config, args and capabilities:
+    // such an entry is whole, and CHECK gets its result.
+    rt.verb("add", "rnet", ctr.path_str(), "c1", &[])
+        .assert_success();
+    let path = rt.cache_file("rnet", "c1", "eth0");
+    let mut entry = rt.cached("rnet", "c1", "eth0");
+    for k in ["config", "cniArgs", "capabilityArgs"] {
+        entry[k] = Value::Null;
+    }
+    std::fs::write(&path, entry.to_string()).unwrap();
+    rt.take_calls();
+    rt.verb("check", "rnet", ctr.path_str(), "c1", &[])
+        .assert_success();
+    let calls = rt.take_calls();
+    assert_eq!(calls[0].stdin["prevResult"], entry["result"]);
+    assert!(path.exists(), "CHECK keeps the entry");
+    rt.verb("del", "rnet", ctr.path_str(), "c1", &[])
+        .assert_success();
+}
+
+/// As libcni: the network name, container ID and interface name are
+/// checked by ADD before any plugin runs, and only the network's own name
+/// (a badly named network in another file blocks nothing); a `cniVersion`
+/// that is not a string is refused, a missing one means 0.1.0; a `.conf`
+/// is cached as the list it was wrapped into.
+#[test]
+fn names_and_versions_are_checked_as_libcni_does() {
+    let rt = Rt::new("nuage-names");
+    let ctr = rt.host.container("c");
+    rt.write_conf(
+        "01-bad.conflist",
+        &list("1.0.0", "bad name", json!([{"type": "rec-a"}])),
+    );
+    rt.write_conf(
+        "02-good.conflist",
+        &list("1.0.0", "good", json!([{"type": "rec-a"}])),
+    );
+    rt.write_conf_text("50-nov.conf", r#"{"name": "nov", "type": "rec-b"}"#);
+    rt.write_conf_text(
+        "99-num.conflist",
+        r#"{"cniVersion": 1.0, "name": "num", "plugins": [{"type": "rec-a"}]}"#,
+    );
+    rt.verb("add", "good", ctr.path_str(), "c1", &[])
+        .assert_success();
+    rt.verb("del", "good", ctr.path_str(), "c1", &[])
+        .assert_success();
+    rt.verb("del", "bad name", ctr.path_str(), "c1", &[])
+        .assert_success();
+    rt.take_calls();
+
+    let refused = |args: &[&str], extra: &[(&str, &str)], needle: &str| {
+        let out = rt.nuage(args, extra);
+        out.assert_failure();
+        assert!(out.stderr.contains(needle), "{args:?}: {out}");
+        assert!(rt.take_calls().is_empty(), "{args:?}: no plugin may run");
+    };
+    refused(
+        &["add", "bad name", ctr.path_str()],
+        &[("CNI_CONTAINERID", "c1")],
+        r#"invalid network name "bad name""#,
+    );
+    refused(
+        &["add", "good", ctr.path_str()],
+        &[("CNI_CONTAINERID", "bad id/x")],
+        r#"invalid characters in container ID "bad id/x""#,
+    );
+    refused(
+        &["--ifname", "a/b", "add", "good", ctr.path_str()],
+        &[("CNI_CONTAINERID", "c1")],
+        "interface name contains /",
+    );
+    refused(
+        &["add", "num", ctr.path_str()],
+        &[("CNI_CONTAINERID", "c1")],
+        r#""cniVersion" must be a string, got 1.0"#,
+    );
+    // As with libcni, a list that cannot load blocks those after it.
+    std::fs::remove_file(rt.conf.join("99-num.conflist")).unwrap();
+
+    let out = rt.verb("add", "nov", ctr.path_str(), "c2", &[]);
+    out.assert_success();
+    let printed: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(printed["cniVersion"], "0.1.0", "{out}");
+    let calls = rt.take_calls();
+    assert_eq!(calls[0].stdin["cniVersion"], "0.1.0");
+    let config = rt.cached("nov", "c2", "eth0")["config"].clone();
+    let config = base64::engine::general_purpose::STANDARD
+        .decode(config.as_str().unwrap())
+        .unwrap();
+    let config: Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(
+        config,
+        json!({"cniVersion": "", "name": "nov", "plugins": [{"name": "nov", "type": "rec-b"}]})
+    );
+    rt.verb("del", "nov", ctr.path_str(), "c2", &[])
+        .assert_success();
 }
 
 // ---------------------------------------------------------------------------
@@ -1139,6 +1235,21 @@ fn validate_explains_what_is_wrong() {
         false,
         r#"error: cniVersion "9.9.9" is not a CNI version nuage knows"#,
     );
+    // A cniVersions entry that is not a version (libcni >= 1.2 refuses it),
+    // a bad name (ADD refuses it).
+    check(
+        "33-vs.conflist",
+        &json!({"cniVersion": "1.0.0", "cniVersions": ["1.0.0", "junk"], "name": "vs",
+                "plugins": [{"type": "loopback"}]}),
+        false,
+        r#"error: cniVersions holds "junk", which is not a version"#,
+    );
+    check(
+        "33-name.conflist",
+        &list("1.0.0", "bad name", json!([{"type": "loopback"}])),
+        false,
+        r#"invalid network name "bad name""#,
+    );
     // Bad capabilities.
     check(
         "34-caps.conflist",
@@ -1362,7 +1473,9 @@ fn demo_runs_and_cleans_up() {
 
 /// The demo cleans up when its output goes away mid-run (`| head -1`: a
 /// write error, not an abort), and removes what demos killed before their
-/// cleanup left (named after a process that is gone).
+/// cleanup left (their lock free, or missing for older demos), but not what
+/// a live demo holds, even one whose pid means nothing here (another PID
+/// namespace).
 #[test]
 fn demo_survives_a_closed_stdout_and_removes_leftovers() {
     require_root();
@@ -1380,6 +1493,29 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
     assert!(made.success());
     let stale_dir = std::env::temp_dir().join(format!("nuage-demo-{dead}"));
     std::fs::create_dir_all(&stale_dir).unwrap();
+    // A live demo of another PID namespace: a pid unknown here (above any
+    // pid_max), its lock held.
+    let live_tag = "4194399".to_string();
+    let live = format!("nuage-demo-{live_tag}-node");
+    std::fs::create_dir_all("/run/nuage/demo").unwrap();
+    let lock_file = format!("/run/nuage/demo/{live_tag}.lock");
+    let lock = std::fs::File::create(&lock_file).unwrap();
+    lock.lock().unwrap();
+    struct Cleanup(String, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(live.clone(), lock_file.clone());
+    let made = std::process::Command::new("ip")
+        .args(["netns", "add", &live])
+        .status()
+        .unwrap();
+    assert!(made.success());
 
     let cmd = format!("{} demo | head -1", nuage_bin().display());
     let out = host.run(Path::new("/bin/sh"), &["-c", &cmd], &[], "");
@@ -1389,15 +1525,20 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
         "the stale namespace is removed"
     );
     assert!(!stale_dir.exists(), "the stale work directory is removed");
-    // Nothing of a demo whose process is gone is left.
+    assert!(
+        Path::new("/run/netns").join(&live).exists(),
+        "a live demo's namespace is kept"
+    );
+    // Nothing of a demo whose process is gone is left (tags: `<pid>.<n>`).
     let alive = |pid: &str| Path::new("/proc").join(pid).exists();
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| *n != live)
         .filter(|n| {
             n.strip_prefix("nuage-demo-")
-                .and_then(|r| r.split('-').next())
+                .and_then(|r| r.split(['-', '.']).next())
                 .is_some_and(|pid| !alive(pid))
         })
         .collect();
