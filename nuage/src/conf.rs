@@ -246,19 +246,19 @@ pub fn load(dir: &Path, name: &str) -> Result<NetworkList> {
     )))
 }
 
-/// Every network in `dir` (for listings); unreadable files are reported.
-pub fn load_all(dir: &Path) -> Vec<Result<NetworkList>> {
+/// Every file of `dir` in the order [`load`] reads them, with its network
+/// or why it does not load (for listings).
+pub fn load_all(dir: &Path) -> Vec<(PathBuf, Result<NetworkList>)> {
     let mut out = Vec::new();
     for (files, single) in [
         (files_with(dir, &["conflist"]), false),
         (files_with(dir, &["conf", "json"]), true),
     ] {
         for path in files {
-            out.push(
-                fs::read(&path)
-                    .map_err(|e| Error::os(format!("read {}", path.display()), e))
-                    .and_then(|b| NetworkList::from_bytes(&b, &path, single)),
-            );
+            let l = fs::read(&path)
+                .map_err(|e| Error::os(format!("read {}", path.display()), e))
+                .and_then(|b| NetworkList::from_bytes(&b, &path, single));
+            out.push((path, l));
         }
     }
     out

@@ -73,6 +73,17 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
     };
     let cmd = args.first().map(String::as_str).unwrap_or("");
     let arg = |i: usize| args.get(i).map(String::as_str);
+    let arity = match cmd {
+        "add" | "check" | "del" => 3,
+        "gc" | "status" | "validate" => 2,
+        _ => 1,
+    };
+    if args.len() > arity && cmd != "help" {
+        return Err(Error::config(format!(
+            "too many arguments for {cmd}: {:?}\n{USAGE}",
+            &args[arity..]
+        )));
+    }
     match (cmd, arg(1), arg(2)) {
         ("add" | "check" | "del", Some(net), Some(netns)) => {
             let list = conf::load(&conf_dir, net)?;
@@ -83,8 +94,8 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
                 _ => rt.del(&list, &att)?,
             }
         }
-        ("gc", Some(net), _) => rt.gc(&conf::load(&conf_dir, net)?, None)?,
-        ("status", Some(net), _) => rt.status(&conf::load(&conf_dir, net)?)?,
+        ("gc", Some(net), None) => rt.gc(&conf::load(&conf_dir, net)?, None)?,
+        ("status", Some(net), None) => rt.status(&conf::load(&conf_dir, net)?)?,
         ("validate", Some(what), None) => {
             let path = if Path::new(what).is_file() {
                 PathBuf::from(what)
@@ -100,7 +111,11 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
             }
             println!("{}: valid", path.display());
         }
-        ("list", None, None) => list(&rt, &conf_dir),
+        ("list", None, None) => {
+            if !list(&rt, &conf_dir) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         ("demo", None, None) => nuage::demo::run()?,
         ("help", ..) => println!("{USAGE}"),
         _ => return Err(Error::config(format!("bad arguments {args:?}\n{USAGE}"))),
@@ -139,7 +154,12 @@ fn attachment(netns: &str, ifname: &str) -> Result<Attachment> {
         None => Map::new(),
         Some(s) => match serde_json::from_str::<Value>(&s) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(Error::decode("CAP_ARGS must be a JSON object")),
+            Ok(Value::Null) => Map::new(),
+            Ok(other) => {
+                return Err(Error::decode(format!(
+                    "CAP_ARGS must be a JSON object (capability name -> value), got {other}"
+                )))
+            }
             Err(e) => return Err(Error::decode(format!("CAP_ARGS: {e}"))),
         },
     };
@@ -168,17 +188,38 @@ fn clean_path(p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-fn list(rt: &Runtime, conf_dir: &Path) {
-    for l in conf::load_all(conf_dir) {
+/// Prints every network and its cached attachments. A network another
+/// file of the same name shadows, or that a broken file before it keeps
+/// from loading (libcni stops at the first broken file), is marked as not
+/// used. False when a file is broken.
+fn list(rt: &Runtime, conf_dir: &Path) -> bool {
+    let mut seen: Vec<(String, PathBuf)> = Vec::new();
+    let mut broken: Option<PathBuf> = None;
+    for (path, l) in conf::load_all(conf_dir) {
         match l {
             Ok(l) => {
+                let unused = if let Some((_, first)) = seen.iter().find(|(n, _)| *n == l.name) {
+                    Some(format!("shadowed by {}", first.display()))
+                } else {
+                    broken
+                        .as_ref()
+                        .map(|b| format!("not loadable: {} comes first and is broken", b.display()))
+                };
+                seen.push((l.name.clone(), l.source.clone()));
                 println!(
-                    "{} ({}, cniVersion {}): {}",
+                    "{} ({}, cniVersion {}): {}{}",
                     l.name,
                     l.source.display(),
                     l.cni_version,
-                    l.types().join(" -> ")
+                    l.types().join(" -> "),
+                    unused
+                        .as_ref()
+                        .map(|u| format!(" [unused: {u}]"))
+                        .unwrap_or_default()
                 );
+                if unused.is_some() {
+                    continue;
+                }
                 for e in rt.cache.entries(&l.name) {
                     let ips: Vec<&str> = e
                         .result
@@ -197,7 +238,11 @@ fn list(rt: &Runtime, conf_dir: &Path) {
                     );
                 }
             }
-            Err(e) => println!("error: {e}"),
+            Err(e) => {
+                println!("error: {e}");
+                broken.get_or_insert(path);
+            }
         }
     }
+    broken.is_none()
 }

@@ -1331,6 +1331,68 @@ fn list_shows_networks_and_attachments() {
     assert!(out.stdout.contains("c-listed eth0"), "{out}");
     assert!(out.stdout.contains(ctr.path_str()), "{out}");
     assert!(out.stdout.contains("127.0.0.1/8"), "{out}");
+
+    // A second file of the same name is shadowed; a broken file keeps the
+    // lists after it from loading (as libcni), and makes list fail.
+    rt.write_conf(
+        "20-a.conflist",
+        &list("1.0.0", "a", json!([{"type": "rec-b"}])),
+    );
+    rt.write_conf_text("30-broken.conflist", "{not json");
+    rt.write_conf(
+        "40-late.conflist",
+        &list("1.0.0", "late", json!([{"type": "rec-b"}])),
+    );
+    let out = rt.nuage(&["list"], &[]);
+    out.assert_failure();
+    assert!(
+        out.stdout
+            .contains(&format!("[unused: shadowed by {}]", p.display())),
+        "{out}"
+    );
+    assert!(out.stdout.contains("error: "), "{out}");
+    assert!(
+        out.stdout.contains("late (")
+            && out
+                .stdout
+                .contains("30-broken.conflist comes first and is broken]"),
+        "{out}"
+    );
+    assert_eq!(out.stdout.matches("c-listed eth0").count(), 1, "{out}");
+    rt.verb("del", "a", ctr.path_str(), "c-listed", &[])
+        .assert_success();
+
+    // Extra arguments are refused, not ignored; CAP_ARGS null is empty.
+    let out = rt.nuage(&["check", "a", ctr.path_str(), "x"], &[]);
+    out.assert_failure();
+    assert!(
+        out.stderr
+            .contains(r#"too many arguments for check: ["x"]"#),
+        "{out}"
+    );
+    let out = rt.nuage(&["gc", "a", "x"], &[]);
+    out.assert_failure();
+    rt.verb(
+        "del",
+        "a",
+        ctr.path_str(),
+        "c-listed",
+        &[("CAP_ARGS", "null")],
+    )
+    .assert_success();
+    let out = rt.verb(
+        "del",
+        "a",
+        ctr.path_str(),
+        "c-listed",
+        &[("CAP_ARGS", "[1]")],
+    );
+    out.assert_failure();
+    assert!(
+        out.stderr
+            .contains("CAP_ARGS must be a JSON object (capability name -> value), got [1]"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------
