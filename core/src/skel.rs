@@ -96,16 +96,26 @@ impl CmdArgs {
         config: Option<&str>,
         unparsable: impl Fn(&str, &str) -> String,
     ) -> Result<Option<[u8; 6]>> {
+        fn string<'v>(what: &str, v: Option<&'v serde_json::Value>) -> Result<Option<&'v str>> {
+            match v {
+                Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(other) => Err(
+                    Error::config(format!("{what} must be a string, got {other}"))
+                        .with_details("use the form \"aa:bb:cc:dd:ee:ff\""),
+                ),
+            }
+        }
         let sources = [
             ("mac", config),
             ("CNI_ARGS MAC", args.get("MAC")),
             (
                 "args.cni.mac",
-                self.conf.args_cni("mac").and_then(|v| v.as_str()),
+                string("args.cni.mac", self.conf.args_cni("mac"))?,
             ),
             (
                 "runtimeConfig.mac",
-                self.conf.runtime("mac").and_then(|v| v.as_str()),
+                string("runtimeConfig.mac", self.conf.runtime("mac"))?,
             ),
         ];
         let Some((what, v)) = sources
@@ -245,7 +255,10 @@ pub fn run(plugin: &impl Plugin) -> ! {
     let stdout = std::io::stdout();
     let code = run_with(
         plugin,
-        |k| std::env::var(k).ok(),
+        // A value that is not UTF-8 is read with U+FFFD in place of the
+        // bad bytes, not as unset: CNI_COMMAND is then unknown (code 4), an
+        // interface name is refused, and CNI_ARGS keeps its other keys.
+        |k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()),
         std::io::stdin().lock(),
         &mut stdout.lock(),
         &mut std::io::stderr(),
@@ -443,7 +456,28 @@ fn check_env(cmd: Option<Command>, env: &impl Fn(&str) -> Option<String>) -> Res
         }
     }
     if needs("CNI_IFNAME") {
-        validate_ifname(&env("CNI_IFNAME").unwrap_or_default())?;
+        let ifname = env("CNI_IFNAME").unwrap_or_default();
+        validate_ifname(&ifname)?;
+        if cmd == Some(Add) {
+            validate_new_ifname(&ifname)?;
+        }
+    }
+    Ok(())
+}
+
+/// What an interface ADD creates or renames must also be a name the kernel
+/// takes as is. Kernel quirks: a '%' makes it a template (`eth%d` becomes
+/// `eth0`, not the name asked for), and `all` and `default` are the names of
+/// the per-namespace sysctl directories, so a rename to them fails with
+/// EINVAL after a move to another namespace already happened. DEL and CHECK
+/// do not refuse them: nothing can have been created under such a name.
+pub fn validate_new_ifname(name: &str) -> Result<()> {
+    if name == "all" || name == "default" || name.contains('%') {
+        return Err(
+            Error::env(format!("interface name {name:?} is reserved by the kernel")).with_details(
+                "CNI_IFNAME may not be \"all\" or \"default\" or contain '%': choose another name",
+            ),
+        );
     }
     Ok(())
 }
@@ -456,8 +490,12 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         return err("interface name is empty");
     }
     if name.len() > 15 {
-        return Err(Error::env("interface name is too long")
-            .with_details("interface name should be less than 16 characters"));
+        return Err(
+            Error::env("interface name is too long").with_details(format!(
+                "CNI_IFNAME {name:?} is {} bytes: interface name should be less than 16 characters",
+                name.len()
+            )),
+        );
     }
     if name == "." || name == ".." {
         return err("interface name is . or ..");
@@ -467,6 +505,9 @@ pub fn validate_ifname(name: &str) -> Result<()> {
         .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         return err("interface name contains / or : or whitespace characters");
+    }
+    if name.contains(char::REPLACEMENT_CHARACTER) {
+        return err("interface name is not valid UTF-8");
     }
     Ok(())
 }

@@ -789,10 +789,6 @@ mod tests {
             "ipam.subnet must be a string, got 5"
         );
         assert_eq!(
-            hl_err(r#"{"subnet":"10.0.0.0/24","type":1}"#),
-            "ipam.type must be a string, got 1"
-        );
-        assert_eq!(
             hl_err(r#"{"ranges":{"subnet":"x"}}"#),
             r#"ipam.ranges must be a list of range sets (lists of ranges), got {"subnet":"x"}"#
         );

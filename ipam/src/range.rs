@@ -60,6 +60,13 @@ impl Range {
         if prefix > bits - 2 {
             return Err(format!("Network {subnet} too small to allocate from"));
         }
+        // The reference takes it, and a bridge then puts a route to every
+        // address (a second default route) on the host.
+        if prefix == 0 {
+            return Err(format!(
+                "Network {subnet} covers every address: use a prefix of /1 or longer"
+            ));
+        }
         let network = subnet.network();
         if subnet.ip() != network {
             return Err(format!(
@@ -311,9 +318,16 @@ mod tests {
         assert_eq!(r.capacity(), 253);
         let r = Range::new(&spec("fd00::/120")).unwrap();
         assert_eq!((r.start, r.end), (ip("fd00::1"), ip("fd00::ff")));
-        let r = Range::new(&spec("::/0")).unwrap();
+        let r = Range::new(&spec("8000::/1")).unwrap();
         assert_eq!(r.end, ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
-        assert_eq!(r.to_string(), "::1-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(
+            r.to_string(),
+            "8000::1-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        for all in ["::/0", "0.0.0.0/0"] {
+            let e = Range::new(&spec(all)).unwrap_err();
+            assert!(e.contains("covers every address"), "{e}");
+        }
     }
 
     #[test]

@@ -30,6 +30,20 @@ impl Attachment {
             ifname: ifname.into(),
         }
     }
+
+    /// The name of a file of state kept for this attachment:
+    /// `<containerID>:<ifname>.<ext>` (':' is in neither). Container IDs
+    /// have no length limit but file names do (255 bytes): a longer name
+    /// has `#<sha256 of the container ID>` for the ID (`#` is not in IDs),
+    /// so ADD, DEL and GC of any ID agree on one file.
+    pub fn file_name(&self, ext: &str) -> String {
+        let plain = format!("{}:{}.{ext}", self.container_id, self.ifname);
+        if plain.len() <= 200 {
+            return plain;
+        }
+        let id = crate::nft::sha256_hex(&self.container_id);
+        format!("#{id}:{}.{ext}", self.ifname)
+    }
 }
 
 /// The shared keys of a plugin's network configuration.
@@ -118,6 +132,28 @@ impl NetConf {
                 )))
             }
         };
+        // Keys whose wrong type would otherwise read as "not given" (no
+        // IPAM, no runtime settings): refused, as the reference's decoder does.
+        let ipam_type = ipam.as_ref().and_then(|i| i.get("type"));
+        if let Some(t) = ipam_type.filter(|t| !t.is_string() && !t.is_null()) {
+            return Err(Error::config(format!(
+                "ipam.type must be a string naming the IPAM plugin, got {t}"
+            ))
+            .with_details("e.g. \"type\": \"host-local\""));
+        }
+        let args_cni = obj.get("args").and_then(|a| a.get("cni"));
+        for (key, v) in [
+            ("runtimeConfig", obj.get("runtimeConfig")),
+            ("args", obj.get("args")),
+            ("args.cni", args_cni),
+            ("capabilities", obj.get("capabilities")),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_null()) {
+                return Err(Error::config(format!(
+                    "\"{key}\" must be an object, got {v}"
+                )));
+            }
+        }
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -282,6 +318,60 @@ fn opt_string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>> {
 mod tests {
     use super::*;
     use crate::Code;
+
+    /// Keys whose wrong type would read as "not given" are refused.
+    #[test]
+    fn wrong_typed_runtime_keys_are_refused() {
+        for (extra, msg) in [
+            (
+                r#""ipam":{"type":5}"#,
+                "ipam.type must be a string naming the IPAM plugin, got 5",
+            ),
+            (
+                r#""runtimeConfig":5"#,
+                r#""runtimeConfig" must be an object, got 5"#,
+            ),
+            (r#""args":[]"#, r#""args" must be an object, got []"#),
+            (
+                r#""args":{"cni":"x"}"#,
+                r#""args.cni" must be an object, got "x""#,
+            ),
+            (
+                r#""capabilities":true"#,
+                r#""capabilities" must be an object, got true"#,
+            ),
+        ] {
+            let s = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge",{extra}}}"#);
+            let e = NetConf::parse(s.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (Code::InvalidConfig, msg),
+                "{extra}"
+            );
+        }
+        let ok = br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":null},
+                      "runtimeConfig":null,"args":{"cni":null}}"#;
+        assert!(NetConf::parse(ok).is_ok());
+    }
+
+    #[test]
+    fn attachment_file_names_fit_a_file_name() {
+        let id = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            Attachment::new(id.clone(), "eth0").file_name("json"),
+            format!("{id}:eth0.json")
+        );
+        let long = Attachment::new("c".repeat(300), "eth0").file_name("json");
+        assert!(
+            long.starts_with('#') && long.ends_with(":eth0.json"),
+            "{long}"
+        );
+        assert!(long.len() <= 255);
+        assert_ne!(
+            long,
+            Attachment::new("d".repeat(300), "eth0").file_name("json")
+        );
+    }
 
     #[test]
     fn parses_shared_keys() {

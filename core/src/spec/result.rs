@@ -37,11 +37,27 @@ pub struct Interface {
     pub pci_id: String,
 }
 
+/// An address with its prefix length, as Go's `net.ParseCIDR` reads it:
+/// "10.1.0.5" alone is refused (`ipnetwork` would take it as a /32).
+fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpNetwork, D::Error> {
+    use serde::de::Error as _;
+    let s = String::deserialize(d)?;
+    match s.split_once('/') {
+        Some((_, len)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => s
+            .parse()
+            .map_err(|_| D::Error::custom(format!("invalid CIDR address: {s}"))),
+        _ => Err(D::Error::custom(format!(
+            "invalid CIDR address: {s} (an address with its prefix length, like 10.1.0.5/24)"
+        ))),
+    }
+}
+
 /// An address in a result; `address` keeps its host bits ("10.1.0.5/16").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
+    #[serde(deserialize_with = "cidr")]
     pub address: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<IpAddr>,
@@ -50,6 +66,7 @@ pub struct IpConfig {
 /// A route in a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
+    #[serde(deserialize_with = "cidr")]
     pub dst: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gw: Option<IpAddr>,
@@ -127,6 +144,7 @@ pub struct CniResult {
 /// The 0.1.0/0.2.0 per-family block.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Ip020 {
+    #[serde(deserialize_with = "cidr")]
     ip: IpNetwork,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gateway: Option<IpAddr>,
@@ -367,6 +385,23 @@ mod tests {
             ],
             dns: Dns::default(),
         }
+    }
+
+    /// An address or route destination needs its prefix length, as Go's
+    /// ParseCIDR (the reference) requires.
+    #[test]
+    fn addresses_need_a_prefix_length() {
+        for bad in [
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5"}]}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/"}]}),
+            json!({"cniVersion": "1.0.0", "routes": [{"dst": "10.0.0.0"}]}),
+            json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.86.0.5"}}),
+        ] {
+            let e = CniResult::from_json(&bad, "1.0.0").unwrap_err();
+            assert!(e.to_string().contains("invalid CIDR address"), "{bad}: {e}");
+        }
+        let ok = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/32"}]});
+        assert!(CniResult::from_json(&ok, "1.0.0").is_ok());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! under its original name and state even when the container renamed it,
 //! reused its name, or the namespace is gone.
 //!
-//! One JSON file per attachment, `<dataDir>/<network>/<containerID>:<ifname>.json`,
+//! One JSON file per attachment, `<dataDir>/<network>/<containerID>:<ifname>.json`
+//! (see [`Attachment::file_name`] for long IDs),
 //! written before the device moves. A record carries the boot id: after a
 //! reboot every device is back on the host, so older records are dropped.
 
@@ -56,9 +57,7 @@ impl Store {
     }
 
     fn path(&self, att: &Attachment) -> PathBuf {
-        // ':' appears in neither container IDs nor interface names.
-        self.dir
-            .join(format!("{}:{}.json", att.container_id, att.ifname))
+        self.dir.join(att.file_name("json"))
     }
 
     /// The record of `att`, if it is of this boot (an older one is removed).

@@ -122,6 +122,34 @@ fn every_version_moves_the_device_in_and_back() {
     assert!(leases(&host, NET).is_empty());
 }
 
+/// Container IDs have no length limit: a 300-byte one works for ADD, CHECK
+/// and DEL (its record's file name would pass the 255-byte limit), and a DEL
+/// of one that was never added succeeds.
+#[test]
+fn a_long_container_id_works() {
+    let (host, _lan) = setup("hd-longid");
+    let mac = mac_of(&host);
+    let ctr = host.container("c");
+    let c = conf("1.0.0", json!({}));
+    let cid = "c".repeat(300);
+    let never = "n".repeat(300);
+    del_ok(&host, &ours(), &never, Some(ctr.path_str()), &c);
+    let res = add_ok(&host, &ours(), &cid, &ctr, &c);
+    assert!(host.netns().link("hd0").is_none());
+    assert_eq!(records(&host), 1);
+    check_ok(&host, &ours(), &cid, &ctr, &with_prev(&c, &res));
+    del_ok(
+        &host,
+        &ours(),
+        &cid,
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+    );
+    assert_home(&host, &mac);
+    assert_eq!(records(&host), 0);
+    assert!(leases(&host, NET).is_empty());
+}
+
 #[test]
 fn the_container_uses_the_moved_link() {
     let (host, _lan) = setup("hd-ping");

@@ -638,12 +638,30 @@ fn invalid_interface_names() {
                 .run(&host, &c);
             let e = assert_error(&out, 4, msg);
             if *msg == "interface name is too long" {
-                assert_eq!(
-                    e["details"],
-                    json!("interface name should be less than 16 characters")
+                let details = e["details"].as_str().unwrap_or_default();
+                assert!(
+                    details.contains(&format!("{ifname:?} is {} bytes", ifname.len()))
+                        && details.ends_with("should be less than 16 characters"),
+                    "{e}"
                 );
             }
         }
+    }
+    // Names the kernel does not take as is: refused by ADD only (DEL and
+    // CHECK must not fail on a name nothing was created under).
+    for ifname in ["all", "default", "eth%d"] {
+        let out = Env::new("ADD", ctr.path_str())
+            .set("CNI_IFNAME", ifname)
+            .run(&host, &c);
+        assert_error(
+            &out,
+            4,
+            &format!("interface name {ifname:?} is reserved by the kernel"),
+        );
+        let out = Env::new("DEL", ctr.path_str())
+            .set("CNI_IFNAME", ifname)
+            .run(&host, &c);
+        assert!(out.success(), "DEL {ifname}: {out}");
     }
     assert!(!ctr.link_is_up("lo"));
     // 15 bytes is the longest valid name.
@@ -651,6 +669,49 @@ fn invalid_interface_names() {
         .set("CNI_IFNAME", "0123456789abcde")
         .run(&host, &c);
     assert_json_success(&out);
+}
+
+/// Environment values that are not UTF-8 (as Go reads them: bytes) are
+/// not taken as unset: an unknown CNI_COMMAND is code 4 (not the silent
+/// "about" text and exit 0), an interface name is refused, and CNI_ARGS
+/// keeps its keys.
+#[test]
+fn environment_values_that_are_not_utf8() {
+    require_root();
+    let host = Host::new("lo-nonutf8");
+    let ctr = host.container("c");
+    let file = host.write_file("lo.json", &conf("1.0.0"));
+    let run = |cmd: &str, ifname: &str, args: &str| {
+        let script = format!(
+            "CNI_COMMAND={cmd} CNI_CONTAINERID=c1 CNI_NETNS={} CNI_IFNAME={ifname} \
+             CNI_PATH=/opt/cni/bin CNI_ARGS={args} exec {} < {}",
+            ctr.path_str(),
+            plugin().display(),
+            file.display()
+        );
+        host.run(Path::new("/bin/sh"), &["-c", &script], &[], "")
+    };
+    let ff = "$(printf '\\377')";
+    let out = run(ff, "lo", "");
+    assert_eq!(out.code, Some(1), "{out}");
+    let e = out.assert_cni_error(4);
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown CNI_COMMAND"),
+        "{out}"
+    );
+    let out = run("ADD", &format!("eth{ff}"), "");
+    assert_error(&out, 4, "interface name is not valid UTF-8");
+    let out = run(
+        "ADD",
+        "lo",
+        &format!("IgnoreUnknown=1\\;K8S_POD_NAME=caf{ff}"),
+    );
+    assert_json_success(&out);
+    let out = run("ADD", "lo", &format!("K8S_POD_NAME=caf{ff}\\;BOGUS=1"));
+    out.assert_cni_error(999);
 }
 
 #[test]

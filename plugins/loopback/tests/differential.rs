@@ -389,6 +389,15 @@ fn bad_input_matrix_agrees() {
                     r#"config is "9.9.9", plugin supports ["0.1.0" "0.2.0" "0.3.0" "0.3.1" "0.4.0" "1.0.0" "1.1.0"]"#
                 );
             }
+            // Deliberate: a too-long name's details also name it and its size.
+            (Some(od), Some(rd)) if rd == "interface name should be less than 16 characters" => {
+                let od = od.as_str().unwrap_or_default();
+                assert!(
+                    od.starts_with("CNI_IFNAME ") && od.ends_with(rd.as_str().unwrap()),
+                    "{what}:\n{}",
+                    b.show()
+                );
+            }
             (od, Some(rd)) => assert_eq!(od, Some(rd), "{what}:\n{}", b.show()),
             // Deliberate: where the reference says nothing more, ours may add
             // a hint (the offending CNI_IFNAME, what to do).

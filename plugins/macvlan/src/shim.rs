@@ -102,9 +102,7 @@ impl Locked {
     }
 
     fn path(&self, att: &Attachment) -> PathBuf {
-        // ':' appears in neither container IDs nor interface names.
-        self.dir
-            .join(format!("{}:{}.json", att.container_id, att.ifname))
+        self.dir.join(att.file_name("json"))
     }
 
     fn read(&self, att: &Attachment) -> Option<Record> {
