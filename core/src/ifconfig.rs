@@ -65,10 +65,11 @@ pub fn configure_link(
         }
         // IPv6 may be disabled in a fresh namespace; addresses on a link
         // that goes down must stay (keep_addr_on_down).
+        // Written only where needed (a read-only /proc/sys then works).
         sysctl::conf_in(ns, true, |conf| {
-            conf.write(ifname, "disable_ipv6", "0")?;
-            conf.write("lo", "disable_ipv6", "0")?;
-            conf.write(ifname, "keep_addr_on_down", "1")
+            conf.ensure(ifname, "disable_ipv6", "0")?;
+            conf.ensure("lo", "disable_ipv6", "0")?;
+            conf.ensure_best_effort(ifname, "keep_addr_on_down", "1")
         })
         .context("enable IPv6")?
         .ok_or_else(|| {

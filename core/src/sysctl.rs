@@ -17,7 +17,7 @@
 //! [`ConfDir`]: one walk to `net/ipv{4,6}/conf`, then short relative opens.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use nix::errno::Errno;
@@ -83,15 +83,6 @@ pub fn write(key: &str, value: &str) -> Result<()> {
         .open(&path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| Error::os(format_args!("sysctl: write {value:?} to {path}"), e))
-}
-
-/// [`write`], skipped when the key does not exist (IPv6 disabled, a
-/// link that is already gone).
-pub fn write_if_present(key: &str, value: &str) -> Result<()> {
-    match write(key, value) {
-        Err(e) if e.is_not_found() => Ok(()),
-        r => r,
-    }
 }
 
 /// IP forwarding on for the families of `addrs`, in the namespace of `nl`
@@ -198,11 +189,36 @@ impl ConfDir {
             })
     }
 
-    /// [`ConfDir::write`], skipped when the key does not exist (a link that
-    /// is gone, or has no IPv6: MTU below 1280).
-    pub fn write_if_present(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
-        match self.write(ifname, key, value) {
+    /// Reads `net.ipv{4,6}.conf.<ifname>.<key>`, trimmed.
+    pub fn read(&self, ifname: &str, key: &str) -> Result<String> {
+        let mut s = String::new();
+        self.open_key(ifname, key, false)?
+            .read_to_string(&mut s)
+            .map_err(|e| Error::os(format_args!("sysctl: read {}/{ifname}/{key}", self.path), e))?;
+        Ok(s.trim().to_string())
+    }
+
+    /// Sets the key unless it already has `value`: where `/proc/sys` is
+    /// read-only (systemd's `ProtectKernelTunables`, an unprivileged
+    /// container) a setting already in place costs no write that would fail.
+    pub fn ensure(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
+        match self.read(ifname, key) {
+            Ok(v) if v == value => Ok(()),
+            _ => self.write(ifname, key, value),
+        }
+    }
+
+    /// [`ConfDir::ensure`] for a setting that is an improvement, not a
+    /// need (host-side `accept_ra=0`, DAD settings): a missing key is
+    /// skipped, and a write `/proc/sys` refuses (read-only, not permitted) is
+    /// logged instead of failing the operation, as the reference does.
+    pub fn ensure_best_effort(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
+        match self.ensure(ifname, key, value) {
             Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+                crate::log::warn(format_args!("{e}: left as is"));
+                Ok(())
+            }
             r => r,
         }
     }

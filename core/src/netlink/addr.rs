@@ -97,23 +97,39 @@ impl Netlink {
 
     /// Polls the IPv6 addresses of link `index` until none is tentative
     /// (true) or `max` has passed (false), at once then after growing
-    /// pauses; a failed duplicate address detection is an error.
+    /// pauses; a failed duplicate address detection is an error, except on
+    /// the kernel's link-local address (logged): the interface still works
+    /// with its other addresses, as with the reference.
     fn dad_settled(&mut self, index: u32, name: &str, max: Duration) -> Result<bool> {
         const IFA_F_DADFAILED: u32 = 0x08;
         const IFA_F_TENTATIVE: u32 = 0x40;
+        let failed = |a: &Addr| a.flags & IFA_F_DADFAILED != 0;
+        let link_local = |a: &Addr| matches!(a.address.ip(), std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
         let start = Instant::now();
         let mut pauses = [0, 1, 2, 5, 10, 20].into_iter();
+        let mut warned = false;
         loop {
             std::thread::sleep(Duration::from_millis(pauses.next().unwrap_or(50)));
             let addrs = self.addrs_of(Some(index), IpFamily::V6)?;
-            if let Some(a) = addrs.iter().find(|a| a.flags & IFA_F_DADFAILED != 0) {
+            if let Some(a) = addrs.iter().find(|a| failed(a) && !link_local(a)) {
                 return Err(Error::internal(format!(
                     "{} on {name}: duplicate address detected",
                     a.address
                 ))
                 .with_details("another host on the link uses this address"));
             }
-            if !addrs.iter().any(|a| a.flags & IFA_F_TENTATIVE != 0) {
+            if let Some(a) = addrs.iter().find(|a| failed(a)).filter(|_| !warned) {
+                warned = true;
+                crate::log::warn(format_args!(
+                    "{} on {name}: duplicate address detected; the link-local address is unusable, the others are not",
+                    a.address
+                ));
+            }
+            // A failed address stays tentative for good.
+            if !addrs
+                .iter()
+                .any(|a| a.flags & IFA_F_TENTATIVE != 0 && !failed(a))
+            {
                 return Ok(true);
             }
             if start.elapsed() >= max {

@@ -267,6 +267,11 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::AfSpecUnspec(af));
             match self.sock.request(RouteNetlinkMessage::SetLink(msg), 0) {
                 Err(e) if e.errno == Some(libc::ENODEV) => return Ok(None),
+                // A link without IPv6 (MTU below 1280, a kernel booted with
+                // ipv6.disable=1) has no link-local address to suppress.
+                Err(e) if e.errno == Some(libc::EAFNOSUPPORT) => {
+                    ipv4_af = (!ipv4.is_empty()).then(|| ipv4_conf(ipv4));
+                }
                 Err(e) => {
                     return Err(
                         e.context(self.describe(format_args!("set IP settings of link {name:?}")))

@@ -107,6 +107,20 @@ fn ipv4_only_containers_can_do_without_an_ipv6_link_local_address() {
         "0"
     );
     assert!(reaches(&c1, &ip_of(&r2, 0)) && reaches(&c2, &ip_of(&r1, 0)));
+    // A link that cannot have IPv6 (MTU below 1280) has no link-local
+    // address to suppress: the kernel's EAFNOSUPPORT is no failure.
+    let c3 = host.container("l3");
+    let small = net(
+        &host,
+        "1.0.0",
+        "llnet1000",
+        "br-ll1000",
+        Some("10.12.0.0/24"),
+        json!({"isGateway": true, "ipv6LinkLocal": false, "mtu": 1000}),
+    );
+    let r3 = add(&host, &c3, "l3", &small);
+    assert!(reaches(&c3, "10.12.0.1"), "{r3}");
+    del(&host, Some(c3.path_str()), "l3", &small);
 }
 
 /// Adds nft counters in `ns` (hook prerouting, before any routing

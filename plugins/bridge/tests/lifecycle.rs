@@ -315,6 +315,52 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
+/// With `/proc/sys` read-only (systemd's `ProtectKernelTunables`), a
+/// dual-stack ADD works as the reference's does: the host-side settings
+/// that cannot be written are logged, those already in place not written.
+#[test]
+fn a_read_only_proc_sys_does_not_fail_add() {
+    let host = setup("life-rosys");
+    // Forwarding, which ADD needs, on beforehand as an administrator would
+    // have it there (ADD reads it over netlink and leaves it).
+    host.netns().set_sysctl("net.ipv4.ip_forward", "1");
+    host.netns().set_sysctl("net.ipv6.conf.all.forwarding", "1");
+    let c = net(
+        &host,
+        "1.0.0",
+        "rosys",
+        "br-rosys",
+        None,
+        json!({"isGateway": true, "ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "10.99.0.0/24"}], [{"subnet": "fd99::/64"}]],
+            "dataDir": data_dir(&host)}}),
+    );
+    let ro = netns_tests::cni::with_read_only_proc_sys(&host, &ours());
+    let ctr = host.container("c1");
+    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_success();
+    assert!(
+        out.stderr
+            .contains("accept_ra: Read-only file system (os error 30): left as is"),
+        "{out}"
+    );
+    let res = out.expect_json().clone();
+    assert!(reaches(&ctr, "10.99.0.1"), "c1 -> v4 gateway");
+    assert!(reaches(&ctr, "fd99::1"), "c1 -> v6 gateway");
+    check(&host, &ctr, "c1", &c, &res).assert_success();
+    cni(
+        &host,
+        &ro,
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    )
+    .assert_success();
+    assert!(leases(&host, "rosys").is_empty());
+}
+
 /// A bridge made by someone else (the reference's cni0) has a MAC the
 /// kernel assigned: it follows the lowest port, and becomes zero when the
 /// last port leaves. ADD pins it where it is (a zero one to our stable MAC),

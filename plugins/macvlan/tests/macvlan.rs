@@ -833,6 +833,97 @@ fn ipv6_addresses_are_usable_when_add_returns() {
     del(&host, Some(&ctr), "c6", &c);
 }
 
+/// Duplicate address detection that fails on an IPAM address fails ADD
+/// (rolled back); on the kernel's link-local address only, ADD succeeds
+/// (the reference too: the interface works with its other addresses).
+#[test]
+fn a_duplicate_ipv6_address_fails_add_unless_only_the_link_local_one() {
+    let (host, lan) = setup("mv-dup6");
+    let c = |first: &str| {
+        conf(
+            "1.0.0",
+            json!({"ipam": {"type": "host-local",
+                            "ranges": [[{"subnet": "fd41::/64", "gateway": "fd41::1",
+                                         "rangeStart": first}]]},
+                   "runtimeConfig": {"mac": "02:11:22:33:44:55"}}),
+        )
+    };
+    // The lan holds the link-local address of 02:11:22:33:44:55 (EUI-64)
+    // and fd41::10.
+    for a in ["fe80::11:22ff:fe33:4455/64", "fd41::10/64"] {
+        lan.ip(&["-6", "addr", "add", a, "dev", "phy0-lan", "nodad"]);
+    }
+    let ctr = host.container("c");
+    // The range's first address is taken: DAD fails on it.
+    let taken = c("fd41::10");
+    let out = cni(
+        &host,
+        &ours(),
+        "ADD",
+        "c1",
+        Some(ctr.path_str()),
+        &taken,
+        &[],
+    );
+    let msg = out.assert_cni_error(999)["msg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("fd41::10/64 on eth0: duplicate address detected"),
+        "{out}"
+    );
+    assert_eq!(ctr.link_names(), ["lo"], "rolled back");
+    assert!(leases(&host, NET).is_empty());
+    // A free address; only the link-local one is a duplicate.
+    let free = c("fd41::11");
+    let res = add(&host, &ctr, "c1", &free);
+    let failed = ctr.exec_ok("ip", &["-6", "addr", "show", "dev", "eth0", "dadfailed"]);
+    assert!(failed.contains("fe80::11:22ff:fe33:4455"), "{failed}");
+    assert_eq!(ip_of(&res, 0), "fd41::11");
+    del(&host, Some(&ctr), "c1", &free);
+}
+
+/// With `/proc/sys` read-only, a dual-stack ADD works where the settings
+/// are already as needed (IPv6 on: nothing to write) and the rest is
+/// logged (`keep_addr_on_down`).
+#[test]
+fn a_read_only_proc_sys_does_not_fail_add() {
+    let (host, lan) = setup("mv-rosys");
+    lan.ip(&["addr", "add", "10.40.0.254/24", "dev", "phy0-lan"]);
+    lan.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fd42::1/64",
+        "dev",
+        "phy0-lan",
+        "nodad",
+    ]);
+    let c = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "10.40.0.0/24", "rangeStart": "10.40.0.10"}],
+                       [{"subnet": "fd42::/64", "rangeStart": "fd42::10"}]]}}),
+    );
+    let ro = cni::with_read_only_proc_sys(&host, &ours());
+    let ctr = host.container("c1");
+    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_success();
+    let res = out.expect_json().clone();
+    assert!(ctr.ping("10.40.0.254") && ctr.ping("fd42::1"), "{out}");
+    cni(
+        &host,
+        &ro,
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    )
+    .assert_success();
+}
+
 #[test]
 fn status_and_gc() {
     let (host, _lan) = setup("mv-gc");

@@ -63,6 +63,40 @@ fn route_lines(ns: &Netns, fam: Family) -> Vec<String> {
     v
 }
 
+/// With `/proc/sys` read-only (systemd's `ProtectKernelTunables`), a
+/// dual-stack ADD works: the host end's `accept_ra`/`accept_dad` and the
+/// container's settings that cannot be written are logged, not fatal.
+#[test]
+fn a_read_only_proc_sys_does_not_fail_add() {
+    let host = setup("ptp-rosys");
+    host.netns().set_sysctl("net.ipv4.ip_forward", "1");
+    host.netns().set_sysctl("net.ipv6.conf.all.forwarding", "1");
+    let c = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "host-local",
+            "ranges": [[{"subnet": "10.60.0.0/24"}], [{"subnet": "fd60::/64"}]]}}),
+    );
+    let ro = cni::with_read_only_proc_sys(&host, &ours());
+    let ctr = host.container("c1");
+    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_success();
+    assert!(out.stderr.contains("left as is"), "{out}");
+    let res = out.expect_json().clone();
+    for gw in ["10.60.0.1", "fd60::1"] {
+        assert!(ctr.ping(gw), "c1 -> {gw}");
+    }
+    cni(
+        &host,
+        &ro,
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    )
+    .assert_success();
+}
+
 #[test]
 fn every_version_add_check_del() {
     let host = setup("ptp-versions");

@@ -38,6 +38,24 @@ pub fn cni(
     host.run_plugin(bin, &env, conf)
 }
 
+/// A wrapper that runs `bin` with `/proc/sys` read-only, as systemd's
+/// `ProtectKernelTunables` or an unprivileged container has it. The mount
+/// is made in the mount namespace of the test's own process tree (see
+/// `exec`), never the machine's.
+pub fn with_read_only_proc_sys(host: &Host, bin: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let name = bin.file_name().unwrap().to_string_lossy();
+    let p = host.write_file(
+        &format!("ro-proc-sys-{name}.sh"),
+        &format!(
+            "#!/bin/sh\nmount -o bind,ro /proc/sys /proc/sys || exit 97\nexec {}\n",
+            bin.display()
+        ),
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
 /// Our ADD (or anyone's: `bin`) of attachment (`cid`, `eth0`) in `ns`,
 /// which must succeed; returns the result.
 #[track_caller]
