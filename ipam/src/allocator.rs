@@ -18,8 +18,18 @@ use nuage_core::{Code, Error, Result};
 use crate::range::{Range, RangeSet};
 use crate::store::Store;
 
-/// Taken candidates in a row after which the directory is listed once.
+/// Taken candidates in a row after which the directory is listed once, at
+/// least; see [`dense_run`].
 const DENSE_RUN: u128 = 64;
+
+/// After how many taken candidates listing the store once (every lease
+/// name, ~0.6 us each) beats going on probing one address at a time (a
+/// `linkat`, 2-5 us each): 1/16 of the leases, so that a free address a
+/// few hundred candidates away costs that many probes, not a listing of
+/// 60,000 names, and a walk through a nearly full range at most doubles.
+fn dense_run(leases: u64) -> u128 {
+    DENSE_RUN.max(u128::from(leases) / 16)
+}
 
 /// An allocation request for one range set.
 #[derive(Debug, Clone, Copy)]
@@ -88,6 +98,7 @@ pub fn allocate(store: &mut Store, req: &Request<'_>) -> Result<IpConfig> {
     }
 
     let lease = store.new_lease(req.container_id, req.ifname)?;
+    let dense = dense_run(store.size_hint());
     let mut in_use: u128 = 0;
     // After a run of taken addresses (a wrap into a dense part of the range),
     // list the directory once and skip the taken ones without a syscall each.
@@ -101,7 +112,7 @@ pub fn allocate(store: &mut Store, req: &Request<'_>) -> Result<IpConfig> {
             return Ok(config(ip, range));
         }
         in_use += 1;
-        if in_use == DENSE_RUN && taken.is_none() {
+        if in_use == dense && taken.is_none() {
             taken = Some(store.leased()?);
         }
     }
@@ -133,6 +144,16 @@ fn config(ip: IpAddr, range: &Range) -> IpConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listing comes after 64 taken candidates, or 1/16 of the leases
+    /// when there are more: a free address some hundreds of candidates
+    /// away in a big store costs probes, not a listing of every lease.
+    #[test]
+    fn the_listing_threshold_grows_with_the_store() {
+        assert_eq!(dense_run(0), 64);
+        assert_eq!(dense_run(1000), 64);
+        assert_eq!(dense_run(60_000), 3750);
+    }
     use crate::range::RangeSpec;
     use crate::test_util::TempDir;
 

@@ -133,6 +133,11 @@ impl Index {
     }
 
     /// The fingerprint recorded in the header (empty when none is valid).
+    /// Attachments in the table.
+    pub fn attachments(&self) -> u64 {
+        self.live
+    }
+
     pub fn recorded(&self) -> &str {
         &self.recorded
     }

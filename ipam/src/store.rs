@@ -437,6 +437,12 @@ impl Store {
         self.index.put(&Key::of(id, ifname), ips)
     }
 
+    /// About how many leases the store holds (its attachments, by the
+    /// index), to weigh one directory read against single probes.
+    pub fn size_hint(&self) -> u64 {
+        self.index.attachments()
+    }
+
     /// The addresses that have a lease file (names only, one directory read).
     pub fn leased(&self) -> Result<HashSet<IpAddr>> {
         let rd = fs::read_dir(&self.dir)
@@ -488,11 +494,22 @@ impl Store {
     pub fn rebuild(&mut self) -> Result<()> {
         self.mark_dirty()?;
         let (leases, temps) = self.scan()?;
+        self.rebuild_from(&leases, temps)
+    }
+
+    /// Rebuilds the index from `leases`, a scan of the lease files made
+    /// under this store's lock (so still whole), and removes `temps`.
+    fn rebuild_from(
+        &mut self,
+        leases: &BTreeMap<IpAddr, Holder>,
+        temps: Vec<PathBuf>,
+    ) -> Result<()> {
+        self.mark_dirty()?;
         for t in temps {
             remove(&t)?;
         }
         let mut by_key: BTreeMap<Key, BTreeSet<IpAddr>> = BTreeMap::new();
-        for (ip, h) in &leases {
+        for (ip, h) in leases {
             if let Some(key) = h.key() {
                 by_key.entry(key).or_default().insert(*ip);
             }
@@ -513,24 +530,31 @@ impl Store {
 
     /// GC: releases every lease for which `keep` is false, and every lease
     /// with unreadable content; never touches `lock`, `last_reserved_ip.*` or
-    /// any file that is not named by an address. Then rebuilds the index.
+    /// any file that is not named by an address. Then rebuilds the index
+    /// from the same reading of the leases (one pass over them, not two).
     pub fn gc(&mut self, keep: impl Fn(&Holder) -> bool) -> Result<GcReport> {
         self.mark_dirty()?;
-        let (leases, _) = self.scan()?;
+        let (mut leases, temps) = self.scan()?;
         let mut report = GcReport::default();
         let mut errors = nuage_core::Errors::new();
-        for (ip, holder) in leases {
-            if holder != Holder::Garbage && keep(&holder) {
+        leases.retain(|ip, holder| {
+            if *holder != Holder::Garbage && keep(holder) {
                 report.kept += 1;
-                continue;
+                return true;
             }
             match remove(&self.dir.join(ip.to_string())) {
-                Ok(true) => report.released.push((ip, holder)),
+                Ok(true) => report.released.push((*ip, holder.clone())),
                 Ok(false) => {}
-                Err(e) => errors.push(e),
+                // Still there: still in the index.
+                Err(e) => {
+                    errors.push(e);
+                    return true;
+                }
             }
-        }
-        self.rebuild_or_degrade();
+            false
+        });
+        let rebuilt = self.rebuild_from(&leases, temps);
+        self.degrade_on(rebuilt);
         errors.into_result()?;
         Ok(report)
     }
@@ -540,7 +564,13 @@ impl Store {
     /// for the rest of this operation rather than failing it: a DEL must
     /// release its leases on a full disk, as the reference's does.
     fn rebuild_or_degrade(&mut self) {
-        if let Err(e) = self.rebuild() {
+        let rebuilt = self.rebuild();
+        self.degrade_on(rebuilt);
+    }
+
+    /// See [`Store::rebuild_or_degrade`].
+    fn degrade_on(&mut self, rebuilt: Result<()>) {
+        if let Err(e) = rebuilt {
             let hint = match e.errno() {
                 Some(libc::ENOSPC | libc::EDQUOT) => " (free space on that filesystem)",
                 _ => "",

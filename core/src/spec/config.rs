@@ -169,8 +169,9 @@ impl NetConf {
             // libcni writes a runtime's empty (nil) list as null: none is
             // valid, as with [].
             Some(Value::Null) => Some(Vec::new()),
+            // Read in place: a big node's list is megabytes.
             Some(v) => Some(
-                serde_json::from_value(v.clone())
+                Vec::<Attachment>::deserialize(v)
                     .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,
             ),
         };
