@@ -442,6 +442,30 @@ impl Netlink {
         }
     }
 
+    /// DEL of what a plugin created: [`Netlink::del_link_named`], but only
+    /// if the link is of `kind` (`veth`, `macvlan`). Another kind under that
+    /// name (`lo`, another plugin's interface after a wrong `CNI_IFNAME`) is
+    /// not this plugin's to delete: it is left, with a warning, and DEL
+    /// goes on.
+    ///
+    /// Equivalent to: `ip link del dev <name> type <kind>`
+    pub fn del_own_link_named(&mut self, name: &str, kind: &str) -> Result<bool> {
+        let Some(l) = self.link_by_name(name)? else {
+            return Ok(false);
+        };
+        if l.kind.as_deref() != Some(kind) {
+            crate::log::warn(format_args!(
+                "{name} is a {} link, not the {kind} this plugin creates: left as is",
+                l.kind.as_deref().unwrap_or("physical")
+            ));
+            return Ok(false);
+        }
+        match self.del_link(l.index) {
+            Err(e) if e.is_not_found() => Ok(false),
+            r => r.map(|()| true),
+        }
+    }
+
     /// Creates a veth pair in one request; with `peer_netns` the peer is
     /// created directly in that namespace (never visible in ours); with `up`
     /// the host end comes up, and with `controller` it joins that bridge,

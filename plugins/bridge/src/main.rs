@@ -182,6 +182,16 @@ impl Plugin for Bridge {
                 let Some(l) = ctr.link_by_name(&a.ifname)? else {
                     return Ok(());
                 };
+                // Not our veth (`lo`, another plugin's interface under a
+                // wrong CNI_IFNAME): not ours to read or delete.
+                if l.kind.as_deref() != Some("veth") {
+                    log::warn(format_args!(
+                        "DEL: {} is a {} link, not the veth bridge creates: left as is",
+                        a.ifname,
+                        l.kind.as_deref().unwrap_or("physical")
+                    ));
+                    return Ok(());
+                }
                 // Read only what the firewall cleanup below needs; a failed
                 // read does not keep the veth from being deleted.
                 if conf.br.ip_masq {

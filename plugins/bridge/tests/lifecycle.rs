@@ -315,6 +315,35 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
+/// DEL with a CNI_IFNAME naming a link bridge does not create (`lo`, or
+/// a veth's place taken by another kind) leaves it and succeeds: it is not
+/// this plugin's, and a DEL that fails is retried forever.
+#[test]
+fn del_leaves_a_link_it_did_not_create() {
+    let host = setup("life-notours");
+    let c = net(
+        &host,
+        "1.0.0",
+        "notours",
+        "br-notours",
+        Some("10.95.0.0/24"),
+        json!({}),
+    );
+    let ctr = host.container("c1");
+    ctr.set_lo_up();
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &c,
+        &[("CNI_IFNAME", "lo")],
+    );
+    out.assert_success();
+    assert!(ctr.link_is_up("lo"));
+}
+
 /// With `/proc/sys` read-only (systemd's `ProtectKernelTunables`), a
 /// dual-stack ADD works as the reference's does: the host-side settings
 /// that cannot be written are logged, those already in place not written.

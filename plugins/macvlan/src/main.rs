@@ -89,7 +89,10 @@ impl Plugin for Macvlan {
         let conf = Conf::load(a)?;
         let mut errs = Errors::new();
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
-            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));
+            errs.collect(
+                Netlink::in_netns(&ns)
+                    .and_then(|mut ctr| ctr.del_own_link_named(&a.ifname, "macvlan")),
+            );
         }
         // The shim's routes go before the addresses return to IPAM: a
         // released address may be handed to a new container at once, and

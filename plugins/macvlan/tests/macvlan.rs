@@ -884,6 +884,29 @@ fn a_duplicate_ipv6_address_fails_add_unless_only_the_link_local_one() {
     del(&host, Some(&ctr), "c1", &free);
 }
 
+/// DEL with a CNI_IFNAME naming a link macvlan does not create (another
+/// plugin's veth) leaves it and succeeds.
+#[test]
+fn del_leaves_a_link_it_did_not_create() {
+    let (host, _lan) = setup("mv-notours");
+    let ctr = host.container("c1");
+    ctr.ip(&[
+        "link", "add", "eth1", "type", "veth", "peer", "name", "eth2",
+    ]);
+    let c = conf("1.0.0", json!({}));
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &c,
+        &[("CNI_IFNAME", "eth1")],
+    );
+    out.assert_success();
+    assert!(ctr.link("eth1").is_some(), "{out}");
+}
+
 /// With `/proc/sys` read-only, a dual-stack ADD works where the settings
 /// are already as needed (IPv6 on: nothing to write) and the rest is
 /// logged (`keep_addr_on_down`).

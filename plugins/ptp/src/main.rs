@@ -128,7 +128,10 @@ impl Plugin for Ptp {
         if let Some(ns) = ns {
             // Deleting the container end deletes the host end, its gateway
             // addresses and the host routes through it.
-            errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| ctr.del_link_named(&a.ifname)));
+            errs.collect(
+                Netlink::in_netns(&ns)
+                    .and_then(|mut ctr| ctr.del_own_link_named(&a.ifname, "veth")),
+            );
         }
         errs.into_result()
     }

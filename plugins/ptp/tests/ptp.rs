@@ -63,6 +63,27 @@ fn route_lines(ns: &Netns, fam: Family) -> Vec<String> {
     v
 }
 
+/// DEL with a CNI_IFNAME naming a link ptp does not create (`lo`) leaves
+/// it and succeeds.
+#[test]
+fn del_leaves_a_link_it_did_not_create() {
+    let host = setup("ptp-notours");
+    let ctr = host.container("c1");
+    ctr.set_lo_up();
+    let c = conf("1.0.0", json!({}));
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &c,
+        &[("CNI_IFNAME", "lo")],
+    );
+    out.assert_success();
+    assert!(ctr.link_is_up("lo"));
+}
+
 /// With `/proc/sys` read-only (systemd's `ProtectKernelTunables`), a
 /// dual-stack ADD works: the host end's `accept_ra`/`accept_dad` and the
 /// container's settings that cannot be written are logged, not fatal.
