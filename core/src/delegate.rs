@@ -61,7 +61,7 @@ fn exec_bin(bin: &Path, cmd: Command, a: &CmdArgs) -> Result<Vec<u8>> {
         .env("CNI_PATH", joined)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| Error::os(format!("run delegate {}", bin.display()), e))?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -71,6 +71,9 @@ fn exec_bin(bin: &Path, cmd: Command, a: &CmdArgs) -> Result<Vec<u8>> {
     let out = child
         .wait_with_output()
         .map_err(|e| Error::os(format!("wait for delegate {}", bin.display()), e))?;
+    // Its log lines go on to ours; when it fails without an error reply,
+    // they are also all there is to say why.
+    let _ = std::io::stderr().write_all(&out.stderr);
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -80,11 +83,25 @@ fn exec_bin(bin: &Path, cmd: Command, a: &CmdArgs) -> Result<Vec<u8>> {
         .unwrap_or_default();
     match serde_json::from_slice::<ErrorReply>(&out.stdout) {
         Ok(reply) => Err(Error::from(reply)),
-        Err(_) if out.stdout.is_empty() => Err(Error::internal(format!(
-            "delegate {name} {} failed with {} and printed no error",
-            cmd.as_str(),
-            out.status
-        ))),
+        Err(_) if out.stdout.is_empty() => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = said.trim();
+            // The end of what it said: the error comes last.
+            let tail = said
+                .char_indices()
+                .rev()
+                .nth(499)
+                .map_or(said, |(i, _)| &said[i..]);
+            let mut e = Error::internal(format!(
+                "delegate {name} {} failed with {} and printed no error",
+                cmd.as_str(),
+                out.status
+            ));
+            if !tail.is_empty() {
+                e = e.with_details(format!("its stderr: {tail}"));
+            }
+            Err(e)
+        }
         Err(e) => Err(Error::internal(format!(
             "delegate {name} {} failed with {} and its error could not be parsed ({e}): {}",
             cmd.as_str(),

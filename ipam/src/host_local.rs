@@ -117,12 +117,38 @@ fn assign_requested(conf: &HostLocalConf) -> Result<Vec<Option<IpAddr>>> {
             format!("failed to allocate all requested IPs: {}", ips.join(" ")),
         )
         .with_details(format!(
-            "each requested address must lie in a different range set of network {:?}; the range sets are: {}",
+            "{}; each requested address must lie in a different range set of network {:?}, whose range sets are: {}",
+            left.iter()
+                .map(|ip| why_not_requestable(conf, *ip))
+                .collect::<Vec<_>>()
+                .join("; "),
             conf.network,
             sets.join("; ")
         )));
     }
     Ok(out)
+}
+
+/// Why a requested address left over is not one to allocate.
+fn why_not_requestable(conf: &HostLocalConf, ip: IpAddr) -> String {
+    let sets = || conf.range_sets.iter().enumerate();
+    if let Some((i, _)) = sets().find(|(_, s)| s.contains(ip)) {
+        return format!("{ip} lies in range set {i}, which another requested address takes");
+    }
+    let in_subnet = sets().find_map(|(i, s)| {
+        s.ranges()
+            .iter()
+            .find(|r| r.subnet.contains(ip))
+            .map(|r| (i, r))
+    });
+    match in_subnet {
+        Some((i, r)) if r.gateway == ip => format!("{ip} is the gateway of range set {i}"),
+        Some((i, r)) => format!(
+            "{ip} is in subnet {} of range set {i} but outside its range {}-{}",
+            r.subnet, r.start, r.end
+        ),
+        None => format!("{ip} is in none of the network's subnets"),
+    }
 }
 
 fn allocate_all(
@@ -261,6 +287,26 @@ pub fn status(a: &CmdArgs) -> Result<()> {
             existing.display()
         )));
     }
+    // A kernel filesystem takes no lease files, root or not (access(2)
+    // below says yes to root on /proc).
+    const KERNEL_FS: &[(i64, &str)] = &[
+        (0x9fa0, "proc"),
+        (0x6265_6572, "sysfs"),
+        (0x6367_7270, "cgroup2"),
+        (0x0027_e0eb, "cgroup"),
+        (0x6462_6720, "debugfs"),
+        (0x7363_6673, "securityfs"),
+    ];
+    if let Ok(fs) = nix::sys::statfs::statfs(existing) {
+        let magic = fs.filesystem_type().0 as i64;
+        if let Some((_, name)) = KERNEL_FS.iter().find(|(m, _)| *m == magic) {
+            return Err(unavailable(format!(
+                "the store {} would be on {}, a {name} filesystem, which takes no files: set ipam.dataDir elsewhere",
+                dir.display(),
+                existing.display()
+            )));
+        }
+    }
     let ro = nix::sys::statvfs::statvfs(existing)
         .map(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
         .map_err(|e| unavailable(format!("cannot stat {}: {e}", existing.display())))?;
@@ -275,6 +321,10 @@ pub fn status(a: &CmdArgs) -> Result<()> {
         nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
     )
     .map_err(|e| unavailable(format!("cannot write to {}: {e}", existing.display())))?;
+    // ADD reads resolvConf: one it cannot read fails every ADD.
+    if let Some(p) = &conf.resolv_conf {
+        parse_resolv_conf(p).map_err(|e| unavailable(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -313,6 +363,30 @@ pub fn parse_resolv_conf(path: &Path) -> Result<Dns> {
 mod tests {
     use super::*;
     use crate::test_util::TempDir;
+
+    #[test]
+    fn why_a_requested_address_is_not_allocated() {
+        let net = nuage_core::spec::NetConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":"host-local",
+                "ranges":[[{"subnet":"10.84.0.0/24","rangeStart":"10.84.0.2","rangeEnd":"10.84.0.3"}]]}}"#,
+        )
+        .unwrap();
+        let conf = HostLocalConf::parse(&net, "").unwrap();
+        let why = |ip: &str| why_not_requestable(&conf, ip.parse().unwrap());
+        assert_eq!(why("10.84.0.1"), "10.84.0.1 is the gateway of range set 0");
+        assert_eq!(
+            why("10.84.0.9"),
+            "10.84.0.9 is in subnet 10.84.0.0/24 of range set 0 but outside its range 10.84.0.2-10.84.0.3"
+        );
+        assert_eq!(
+            why("10.85.0.5"),
+            "10.85.0.5 is in none of the network's subnets"
+        );
+        assert_eq!(
+            why("10.84.0.2"),
+            "10.84.0.2 lies in range set 0, which another requested address takes"
+        );
+    }
 
     #[test]
     fn resolv_conf() {

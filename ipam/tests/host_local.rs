@@ -162,6 +162,16 @@ fn requested_addresses() {
         assert!(out.err_msg().contains(msg), "{args}: {}", out.stdout);
         assert_eq!(leases(&dir), before);
     }
+    // The details say why a requested address is not in the network.
+    let out = Call::new(HOST_LOCAL, "ADD", "x")
+        .args("IP=192.168.1.1")
+        .run(&conf(&t, "1.0.0"));
+    assert!(
+        out.stdout
+            .contains("192.168.1.1 is in none of the network's subnets"),
+        "{}",
+        out.stdout
+    );
     // Unknown CNI_ARGS keys without IgnoreUnknown.
     let out = Call::new(HOST_LOCAL, "ADD", "x")
         .args("FOO=bar")
@@ -398,6 +408,32 @@ fn status_reports_readiness() {
         json!({"subnet": "10.0.0.0/24"}),
     );
     assert_eq!(Call::new(HOST_LOCAL, "STATUS", "").run(&c).err_code(), 50);
+    // A store on /proc (writable to root by access(2), but it takes no
+    // files), and a resolvConf ADD cannot read: ADD would fail.
+    let c = host_local_conf(
+        "1.1.0",
+        "/proc/nuage-store",
+        json!({"subnet": "10.0.0.0/24"}),
+    );
+    let out = Call::new(HOST_LOCAL, "STATUS", "").run(&c);
+    assert_eq!(out.err_code(), 50, "{out:?}");
+    assert!(
+        out.err_msg().contains("a proc filesystem"),
+        "{}",
+        out.stdout
+    );
+    let c = host_local_conf(
+        "1.1.0",
+        t.str(),
+        json!({"subnet": "10.0.0.0/24", "resolvConf": "/nonexistent/resolv.conf"}),
+    );
+    let out = Call::new(HOST_LOCAL, "STATUS", "").run(&c);
+    assert_eq!(out.err_code(), 50, "{out:?}");
+    assert!(
+        out.err_msg().contains("/nonexistent/resolv.conf"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -159,6 +159,23 @@ fn delegate_results_and_failures() {
         assert_eq!(e.code, code, "{out}: {e}");
         assert_eq!(delegate_log(&t), ["ADD", "DEL"], "{out}");
     }
+    // A delegate that fails without an error reply: what it said on stderr
+    // is the error's details (the reference puts it in the message).
+    let t = TempDir::new("lib-fake-stderr");
+    let bin = fake_delegate(&t, "", 1);
+    let script = bin.join("fake-ipam");
+    let body = std::fs::read_to_string(&script).unwrap().replace(
+        "printf '%s' ''; exit 1",
+        "echo 'dhcp daemon not running: start it' >&2; exit 1",
+    );
+    std::fs::write(&script, body).unwrap();
+    let e = nuage_ipam::add(&args(Command::Add, "c1", &c, vec![bin])).unwrap_err();
+    assert!(e.msg.contains("printed no error"), "{e}");
+    assert_eq!(
+        e.details.as_deref(),
+        Some("its stderr: dhcp daemon not running: start it"),
+        "{e}"
+    );
 }
 
 #[test]

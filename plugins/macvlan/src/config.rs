@@ -176,10 +176,16 @@ impl Conf {
                     format!("set \"master\" to an existing host interface ({name} does not exist)")
                 })
         })?;
-        if self.mtu < 0 || self.mtu > i64::from(master.mtu) {
+        // The reference's bounds, and the kernel's floor (68, IPv4's minimum;
+        // below it the kernel's EINVAL reads like a bad master).
+        if self.mtu < 0 || self.mtu > i64::from(master.mtu) || (1..68).contains(&self.mtu) {
             return Err(Error::config(format!(
                 "invalid MTU {}, must be [0, master MTU({})]",
                 self.mtu, master.mtu
+            ))
+            .with_details(format!(
+                "mtu is 68 to {} (the MTU of {}), or 0 for the master's",
+                master.mtu, master.name
             )));
         }
         Ok(master)

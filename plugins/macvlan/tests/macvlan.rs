@@ -362,6 +362,11 @@ fn bad_input() {
             json!({"mtu": -1}),
             "invalid MTU -1, must be [0, master MTU(1500)]",
         ),
+        // Below the kernel's floor: refused up front, not as a bad master.
+        (
+            json!({"mtu": 67}),
+            "invalid MTU 67, must be [0, master MTU(1500)]",
+        ),
         (json!({"mode": "l3"}), r#"unknown macvlan mode: "l3""#),
         (
             json!({"mac": "zz:00:00:00:00:00"}),
