@@ -58,24 +58,43 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
         .ok()
         .filter(|s| !s.is_empty());
     let env_level = std::env::var("NUAGE_LOG_LEVEL").ok();
+    let mut complaint = None;
     let file = env_file
         .or_else(|| file.map(str::to_string))
-        .map(PathBuf::from);
-    let level = env_level
-        .as_deref()
-        .or(level)
-        .and_then(Level::parse)
-        .unwrap_or(if file.is_some() {
-            Level::Info
-        } else {
-            Level::Warn
+        .map(PathBuf::from)
+        // Relative to what? The runtime's working directory is no place
+        // to look for logs.
+        .filter(|f| {
+            let absolute = f.is_absolute();
+            if !absolute {
+                complaint = Some(format!(
+                    "log file {} is not an absolute path: logging to stderr instead",
+                    f.display()
+                ));
+            }
+            absolute
         });
+    let asked = env_level.as_deref().or(level);
+    let parsed = asked.and_then(Level::parse);
+    if let (Some(a), None) = (asked, parsed) {
+        complaint = Some(format!(
+            "log level {a:?} is not one of error, warn, info, debug: using the default"
+        ));
+    }
+    let level = parsed.unwrap_or(if file.is_some() {
+        Level::Info
+    } else {
+        Level::Warn
+    });
     if let Ok(mut l) = LOGGER.lock() {
         *l = Some(Logger {
             level,
             file,
             tag: tag.to_string(),
         });
+    }
+    if let Some(c) = complaint {
+        warn(c);
     }
 }
 
@@ -91,33 +110,72 @@ pub fn enabled(level: Level) -> bool {
 
 /// Writes one line at `level`. Failures to write a log never fail the operation.
 pub fn log(level: Level, msg: fmt::Arguments<'_>) {
-    let Ok(guard) = LOGGER.lock() else { return };
+    let Ok(mut guard) = LOGGER.lock() else { return };
     let (max, file, tag) = match guard.as_ref() {
-        Some(l) => (l.level, l.file.clone(), l.tag.as_str()),
-        None => (Level::Warn, None, "nuage"),
+        Some(l) => (l.level, l.file.clone(), l.tag.clone()),
+        None => (Level::Warn, None, "nuage".to_string()),
     };
     if level > max {
         return;
     }
-    let line = format!(
-        "{} {} {}[{}]: {}\n",
-        timestamp(SystemTime::now()),
-        level.as_str(),
-        tag,
-        std::process::id(),
-        msg
-    );
-    let written = file.is_some_and(|path| {
-        OpenOptions::new()
+    let line = |level: Level, msg: &str| {
+        format!(
+            "{} {} {}[{}]: {}\n",
+            timestamp(SystemTime::now()),
+            level.as_str(),
+            tag,
+            std::process::id(),
+            one_line(msg)
+        )
+    };
+    let text = line(level, &msg.to_string());
+    let written = match &file {
+        None => Ok(()),
+        Some(path) => OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .is_ok()
-    });
-    if !written {
-        let _ = std::io::stderr().write_all(line.as_bytes());
+            .and_then(|mut f| f.write_all(text.as_bytes())),
+    };
+    let mut stderr = std::io::stderr();
+    match (written, &file) {
+        (Ok(()), Some(_)) => {}
+        (Ok(()), None) => {
+            let _ = stderr.write_all(text.as_bytes());
+        }
+        (Err(e), Some(path)) => {
+            // Said once: later lines go to stderr without a word.
+            if let Some(l) = guard.as_mut() {
+                l.file = None;
+            }
+            let why = format!(
+                "log file {} cannot be written ({e}): logging to stderr instead",
+                path.display()
+            );
+            let _ = stderr.write_all(line(Level::Warn, &why).as_bytes());
+            let _ = stderr.write_all(text.as_bytes());
+        }
+        (Err(_), None) => {}
     }
+}
+
+/// A log entry is one line: the values it quotes (a name from the
+/// environment, a kernel message) cannot start a forged line of their own.
+fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return msg.into();
+    }
+    msg.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect::<String>()
+        .into()
 }
 
 pub fn error(msg: impl fmt::Display) {

@@ -96,6 +96,12 @@ impl NetConf {
     /// Parses stdin. Decoding errors are code 6, a missing or bad `name` code 7
     /// (the reference skel's checks), bad shared keys code 7 naming the key.
     pub fn parse(bytes: &[u8]) -> Result<Self> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(
+                Error::decode("error unmarshall network config: stdin is empty")
+                    .with_details("the runtime must send the network configuration on stdin"),
+            );
+        }
         let raw: Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::decode(format!("error unmarshall network config: {e}")))?;
         let Value::Object(obj) = &raw else {
@@ -157,23 +163,28 @@ impl NetConf {
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
-                serde_json::from_value(without_nulls(v.clone()))
-                    .map_err(|e| Error::config(format!("\"dns\": {e}")))?,
+                serde_json::from_value(without_nulls(v.clone())).map_err(|e| {
+                    Error::config(format!("\"dns\": {}", super::plain_decode_error(e)))
+                })?,
             ),
         };
-        let valid_attachments = match obj
-            .get("cni.dev/valid-attachments")
-            .or_else(|| obj.get("cni.dev/attachments"))
-        {
+        let attachments_key = if obj.contains_key("cni.dev/valid-attachments") {
+            "cni.dev/valid-attachments"
+        } else {
+            "cni.dev/attachments"
+        };
+        let valid_attachments = match obj.get(attachments_key) {
             None => None,
             // libcni writes a runtime's empty (nil) list as null: none is
             // valid, as with [].
             Some(Value::Null) => Some(Vec::new()),
             // Read in place: a big node's list is megabytes.
-            Some(v) => Some(
-                Vec::<Attachment>::deserialize(v)
-                    .map_err(|e| Error::config(format!("\"cni.dev/valid-attachments\": {e}")))?,
-            ),
+            Some(v) => Some(Vec::<Attachment>::deserialize(v).map_err(|e| {
+                Error::config(format!(
+                    "\"{attachments_key}\": {}",
+                    super::plain_decode_error(e)
+                ))
+            })?),
         };
         let take = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
         Ok(NetConf {
@@ -230,7 +241,7 @@ impl NetConf {
                 "invalid {} config for network {:?}: {key}: {}",
                 self.plugin_type,
                 self.name,
-                e.into_inner()
+                super::plain_decode_error(e.into_inner())
             ))
         })
     }

@@ -171,8 +171,9 @@ impl CniResult {
             )));
         }
         let field = |k: &str| obj.get(k).filter(|v| !v.is_null()).cloned();
-        let decode =
-            |what: &str, e: serde_json::Error| Error::decode(format!("result {what}: {e}"));
+        let decode = |what: &str, e: serde_json::Error| {
+            Error::decode(format!("result {what}: {}", super::plain_decode_error(e)))
+        };
 
         let mut r = CniResult {
             cni_version,

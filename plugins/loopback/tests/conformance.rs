@@ -1102,4 +1102,41 @@ fn log_file_gets_one_line_per_operation() {
         "{text}"
     );
     assert!(!last.contains(" ok"), "{last}");
+
+    // A log line is one line: a newline in a logged value is escaped.
+    let out = env("DEL")
+        .set("CNI_NETNS", "/x\nFAKE forged line")
+        .run(&host, &c);
+    out.assert_success();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text}");
+    assert!(text.contains("netns=/x\\nFAKE forged line took"), "{text}");
+
+    // A log file that cannot be used (relative, unwritable) is said on
+    // stderr, where the lines go instead; a bad level is said in the log.
+    for (file, level, needle) in [
+        ("relative.log", "info", "is not an absolute path"),
+        ("/proc/nuage.log", "info", "cannot be written"),
+    ] {
+        let c = json!({
+            "cniVersion": "1.0.0", "name": "lognet", "type": "loopback",
+            "logFile": file, "logLevel": level
+        })
+        .to_string();
+        let out = env("DEL").run(&host, &c);
+        out.assert_success();
+        assert!(out.stderr.contains(needle), "{file}: {out}");
+        assert!(out.stderr.contains("DEL net=lognet"), "{file}: {out}");
+    }
+    let c = json!({
+        "cniVersion": "1.0.0", "name": "lognet", "type": "loopback",
+        "logFile": log.to_str().unwrap(), "logLevel": "verbose"
+    })
+    .to_string();
+    env("DEL").run(&host, &c).assert_success();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains(r#"log level "verbose" is not one of error, warn, info, debug"#),
+        "{text}"
+    );
 }
