@@ -90,7 +90,8 @@ pub fn configure_link(
     // done) when ADD returns; a workload that binds at once would fail on
     // a tentative one. (With `nodad` there is nothing to wait for.)
     if !nodad && ips.iter().any(|ip| ip.gateway.is_some_and(|g| g.is_ipv6())) {
-        nl.settle_ipv6(link.index, ifname, Duration::from_secs(10))?;
+        let own: Vec<_> = ips.iter().map(|ip| ip.address.ip()).collect();
+        nl.settle_ipv6(link.index, ifname, &own, Duration::from_secs(10))?;
     }
     let gw = |v4: bool| {
         ips.iter()

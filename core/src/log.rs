@@ -57,7 +57,9 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
     let env_file = std::env::var("NUAGE_LOG_FILE")
         .ok()
         .filter(|s| !s.is_empty());
-    let env_level = std::env::var("NUAGE_LOG_LEVEL").ok();
+    let env_level = std::env::var("NUAGE_LOG_LEVEL")
+        .ok()
+        .filter(|s| !s.is_empty());
     let mut complaint = None;
     let file = env_file
         .or_else(|| file.map(str::to_string))
@@ -93,8 +95,12 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
             tag: tag.to_string(),
         });
     }
+    // init runs twice (before and after the config is read): said once.
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Some(c) = complaint {
-        warn(c);
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn(c);
+        }
     }
 }
 

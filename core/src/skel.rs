@@ -400,6 +400,10 @@ fn dispatch(
             .check_prev_result_is_object()
             .map_err(|e| (e, None))?;
     }
+    // What ADD would refuse, STATUS reports (not DEL or GC: see there).
+    if matches!(cmd, Command::Add | Command::Check | Command::Status) {
+        a.conf.check_key_types().map_err(|e| (e, None))?;
+    }
     match cmd {
         Command::Add => {
             let result = plugin.add(&a).map_err(in_verb)?;
@@ -633,6 +637,24 @@ mod tests {
         ("CNI_IFNAME", "eth0"),
         ("CNI_PATH", "/opt/cni/bin"),
     ];
+
+    /// A wrong-typed runtime key fails ADD (and CHECK, STATUS) but not
+    /// DEL: the reference took such configs for plugins that do not read
+    /// the key, and their attachments must still be deleted.
+    #[test]
+    fn wrong_typed_runtime_keys_fail_add_not_del() {
+        let conf = r#"{"cniVersion":"1.0.0","name":"n","args":[]}"#;
+        let (code, out, _) = call(FULL, conf);
+        assert_eq!((code, out.as_str()), (0, ""));
+        let mut env = FULL.to_vec();
+        env[0] = ("CNI_COMMAND", "ADD");
+        env.push(("CNI_NETNS", "/x"));
+        let (_, out, _) = call(&env, conf);
+        assert_eq!(
+            err_of(&out),
+            (7, r#""args" must be an object, got []"#.into(), None)
+        );
+    }
 
     #[test]
     fn dangling_interface_index_is_refused_by_check_only() {

@@ -171,12 +171,28 @@ fn hold_lock(tag: &str) -> Result<fs::File> {
     }
 }
 
-/// The lock of demo `tag` if it is dead (its lock file missing, or free);
-/// `None` while it runs.
+/// Whether the demo of `tag` is gone, with its lock then held. Only names
+/// a demo makes are judged: `<pid>.<8 hex>` by its lock (missing or free:
+/// dead), and a bare `<pid>` (older demos, which held no lock) by whether
+/// that process exists; any other `nuage-demo-*` name is not ours.
 fn dead(tag: &str) -> Option<Option<fs::File>> {
-    match fs::File::open(lock_path(tag)) {
-        Err(_) => Some(None),
-        Ok(f) => f.try_lock().ok().map(|()| Some(f)),
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match tag.split_once('.') {
+        Some((pid, n))
+            if digits(pid) && n.len() == 8 && n.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            match fs::File::open(lock_path(tag)) {
+                Err(_) => Some(None),
+                Ok(f) => f.try_lock().ok().map(|()| Some(f)),
+            }
+        }
+        None if digits(tag) => {
+            let pid = tag.parse::<i32>().ok()?;
+            (nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH))
+            .then_some(None)
+        }
+        _ => None,
     }
 }
 

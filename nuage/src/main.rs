@@ -74,8 +74,9 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
     let cmd = args.first().map(String::as_str).unwrap_or("");
     let arg = |i: usize| args.get(i).map(String::as_str);
     let arity = match cmd {
-        "add" | "check" | "del" => 3,
-        "gc" | "status" | "validate" => 2,
+        // gc and status take the netns cnitool's command line has, unused.
+        "add" | "check" | "del" | "gc" | "status" => 3,
+        "validate" => 2,
         _ => 1,
     };
     if args.len() > arity && cmd != "help" {
@@ -94,8 +95,8 @@ fn run(mut args: Vec<String>) -> Result<ExitCode> {
                 _ => rt.del(&list, &att)?,
             }
         }
-        ("gc", Some(net), None) => rt.gc(&conf::load(&conf_dir, net)?, None)?,
-        ("status", Some(net), None) => rt.status(&conf::load(&conf_dir, net)?)?,
+        ("gc", Some(net), _) => rt.gc(&conf::load(&conf_dir, net)?, None)?,
+        ("status", Some(net), _) => rt.status(&conf::load(&conf_dir, net)?)?,
         ("validate", Some(what), None) => {
             let path = if Path::new(what).is_file() {
                 PathBuf::from(what)

@@ -1370,7 +1370,11 @@ fn list_shows_networks_and_attachments() {
             .contains(r#"too many arguments for check: ["x"]"#),
         "{out}"
     );
-    let out = rt.nuage(&["gc", "a", "x"], &[]);
+    // gc and status take cnitool's [<netns>], and no more.
+    rt.nuage(&["gc", "a", ctr.path_str()], &[]).assert_success();
+    rt.nuage(&["status", "a", ctr.path_str()], &[])
+        .assert_success();
+    let out = rt.nuage(&["gc", "a", ctr.path_str(), "x"], &[]);
     out.assert_failure();
     rt.verb(
         "del",
@@ -1557,27 +1561,33 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
     std::fs::create_dir_all(&stale_dir).unwrap();
     // A live demo of another PID namespace: a pid unknown here (above any
     // pid_max), its lock held.
-    let live_tag = "4194399".to_string();
+    let live_tag = "4194399.0000beef".to_string();
     let live = format!("nuage-demo-{live_tag}-node");
+    // A namespace someone else named nuage-demo-*: not a demo's.
+    let foreign = "nuage-demo-admin".to_string();
     std::fs::create_dir_all("/run/nuage/demo").unwrap();
     let lock_file = format!("/run/nuage/demo/{live_tag}.lock");
     let lock = std::fs::File::create(&lock_file).unwrap();
     lock.lock().unwrap();
-    struct Cleanup(String, String);
+    struct Cleanup(Vec<String>, String);
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", &self.0])
-                .status();
+            for ns in &self.0 {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", ns])
+                    .status();
+            }
             let _ = std::fs::remove_file(&self.1);
         }
     }
-    let _cleanup = Cleanup(live.clone(), lock_file.clone());
-    let made = std::process::Command::new("ip")
-        .args(["netns", "add", &live])
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let _cleanup = Cleanup(vec![live.clone(), foreign.clone()], lock_file.clone());
+    for ns in [&live, &foreign] {
+        let made = std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
 
     let cmd = format!("{} demo | head -1", nuage_bin().display());
     let out = host.run(Path::new("/bin/sh"), &["-c", &cmd], &[], "");
@@ -1591,13 +1601,17 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
         Path::new("/run/netns").join(&live).exists(),
         "a live demo's namespace is kept"
     );
+    assert!(
+        Path::new("/run/netns").join(&foreign).exists(),
+        "a namespace no demo made is kept"
+    );
     // Nothing of a demo whose process is gone is left (tags: `<pid>.<n>`).
     let alive = |pid: &str| Path::new("/proc").join(pid).exists();
     let left: Vec<String> = std::fs::read_dir("/run/netns")
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| *n != live)
+        .filter(|n| *n != live && *n != foreign)
         .filter(|n| {
             n.strip_prefix("nuage-demo-")
                 .and_then(|r| r.split(['-', '.']).next())

@@ -5,6 +5,7 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::RouteNetlinkMessage;
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{IpFamily, Netlink};
@@ -71,8 +72,8 @@ impl Netlink {
     /// the address is added or the link goes up); a tentative address
     /// cannot be a route's `src` ("Invalid source address"). That takes a
     /// millisecond or so, not the seconds of a real DAD.
-    pub fn wait_not_tentative(&mut self, index: u32, name: &str) -> Result<()> {
-        if self.dad_settled(index, name, Duration::from_secs(2))? {
+    pub fn wait_not_tentative(&mut self, index: u32, name: &str, own: &[IpAddr]) -> Result<()> {
+        if self.dad_settled(index, name, own, Duration::from_secs(2))? {
             return Ok(());
         }
         Err(Error::internal(format!(
@@ -86,8 +87,14 @@ impl Netlink {
     /// not (logged), as with the reference's `ip.SettleAddresses`.
     ///
     /// Equivalent to: polling `ip -6 addr show dev <index> tentative`
-    pub fn settle_ipv6(&mut self, index: u32, name: &str, max: Duration) -> Result<()> {
-        if !self.dad_settled(index, name, max)? {
+    pub fn settle_ipv6(
+        &mut self,
+        index: u32,
+        name: &str,
+        own: &[IpAddr],
+        max: Duration,
+    ) -> Result<()> {
+        if !self.dad_settled(index, name, own, max)? {
             crate::log::warn(format_args!(
                 "IPv6 addresses of {name} still tentative after {max:?}"
             ));
@@ -97,21 +104,31 @@ impl Netlink {
 
     /// Polls the IPv6 addresses of link `index` until none is tentative
     /// (true) or `max` has passed (false), at once then after growing
-    /// pauses; a failed duplicate address detection is an error, except on
-    /// the kernel's link-local address (logged): the interface still works
-    /// with its other addresses, as with the reference.
-    fn dad_settled(&mut self, index: u32, name: &str, max: Duration) -> Result<bool> {
+    /// pauses. A failed duplicate address detection is an error on the
+    /// caller's addresses (`own`) and any global one; on a link-local
+    /// address the kernel made it is logged: the interface still works with
+    /// its other addresses, as with the reference.
+    fn dad_settled(
+        &mut self,
+        index: u32,
+        name: &str,
+        own: &[IpAddr],
+        max: Duration,
+    ) -> Result<bool> {
         const IFA_F_DADFAILED: u32 = 0x08;
         const IFA_F_TENTATIVE: u32 = 0x40;
         let failed = |a: &Addr| a.flags & IFA_F_DADFAILED != 0;
-        let link_local = |a: &Addr| matches!(a.address.ip(), std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+        let link_local = |a: &Addr| matches!(a.address.ip(), IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
         let start = Instant::now();
         let mut pauses = [0, 1, 2, 5, 10, 20].into_iter();
         let mut warned = false;
         loop {
             std::thread::sleep(Duration::from_millis(pauses.next().unwrap_or(50)));
             let addrs = self.addrs_of(Some(index), IpFamily::V6)?;
-            if let Some(a) = addrs.iter().find(|a| failed(a) && !link_local(a)) {
+            if let Some(a) = addrs
+                .iter()
+                .find(|a| failed(a) && (!link_local(a) || own.contains(&a.address.ip())))
+            {
                 return Err(Error::internal(format!(
                     "{} on {name}: duplicate address detected",
                     a.address

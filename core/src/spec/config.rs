@@ -35,10 +35,11 @@ impl Attachment {
     /// `<containerID>:<ifname>.<ext>` (':' is in neither). Container IDs
     /// have no length limit but file names do (255 bytes): a longer name
     /// has `#<sha256 of the container ID>` for the ID (`#` is not in IDs),
-    /// so ADD, DEL and GC of any ID agree on one file.
+    /// so ADD, DEL and GC of any ID agree on one file. Every name that
+    /// fits stays plain: files written before the hashing keep their name.
     pub fn file_name(&self, ext: &str) -> String {
         let plain = format!("{}:{}.{ext}", self.container_id, self.ifname);
-        if plain.len() <= 200 {
+        if plain.len() <= 255 {
             return plain;
         }
         let id = crate::nft::sha256_hex(&self.container_id);
@@ -138,28 +139,6 @@ impl NetConf {
                 )))
             }
         };
-        // Keys whose wrong type would otherwise read as "not given" (no
-        // IPAM, no runtime settings): refused, as the reference's decoder does.
-        let ipam_type = ipam.as_ref().and_then(|i| i.get("type"));
-        if let Some(t) = ipam_type.filter(|t| !t.is_string() && !t.is_null()) {
-            return Err(Error::config(format!(
-                "ipam.type must be a string naming the IPAM plugin, got {t}"
-            ))
-            .with_details("e.g. \"type\": \"host-local\""));
-        }
-        let args_cni = obj.get("args").and_then(|a| a.get("cni"));
-        for (key, v) in [
-            ("runtimeConfig", obj.get("runtimeConfig")),
-            ("args", obj.get("args")),
-            ("args.cni", args_cni),
-            ("capabilities", obj.get("capabilities")),
-        ] {
-            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_null()) {
-                return Err(Error::config(format!(
-                    "\"{key}\" must be an object, got {v}"
-                )));
-            }
-        }
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -297,6 +276,36 @@ impl NetConf {
             .unwrap_or("")
     }
 
+    /// ADD and CHECK: keys whose wrong type would otherwise read as "not
+    /// given" (no IPAM, no runtime settings) are refused, as the
+    /// reference's decoder does for the plugins that declare them. DEL and
+    /// GC do not check: a config the reference took must still clean up.
+    pub fn check_key_types(&self) -> Result<()> {
+        let obj = self.raw.as_object();
+        let get = |k: &str| obj.and_then(|o| o.get(k));
+        let ipam_type = get("ipam").and_then(|i| i.get("type"));
+        if let Some(t) = ipam_type.filter(|t| !t.is_string() && !t.is_null()) {
+            return Err(Error::config(format!(
+                "ipam.type must be a string naming the IPAM plugin, got {t}"
+            ))
+            .with_details("e.g. \"type\": \"host-local\""));
+        }
+        let args_cni = get("args").and_then(|a| a.get("cni"));
+        for (key, v) in [
+            ("runtimeConfig", get("runtimeConfig")),
+            ("args", get("args")),
+            ("args.cni", args_cni),
+            ("capabilities", get("capabilities")),
+        ] {
+            if let Some(v) = v.filter(|v| !v.is_object() && !v.is_null()) {
+                return Err(Error::config(format!(
+                    "\"{key}\" must be an object, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// `runtimeConfig.<key>`, when the runtime supplied it.
     pub fn runtime(&self, key: &str) -> Option<&Value> {
         self.runtime_config
@@ -354,7 +363,10 @@ mod tests {
             ),
         ] {
             let s = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge",{extra}}}"#);
-            let e = NetConf::parse(s.as_bytes()).unwrap_err();
+            let e = NetConf::parse(s.as_bytes())
+                .unwrap()
+                .check_key_types()
+                .unwrap_err();
             assert_eq!(
                 (e.code, e.msg.as_str()),
                 (Code::InvalidConfig, msg),
@@ -363,7 +375,7 @@ mod tests {
         }
         let ok = br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":null},
                       "runtimeConfig":null,"args":{"cni":null}}"#;
-        assert!(NetConf::parse(ok).is_ok());
+        assert!(NetConf::parse(ok).unwrap().check_key_types().is_ok());
     }
 
     #[test]
@@ -372,6 +384,13 @@ mod tests {
         assert_eq!(
             Attachment::new(id.clone(), "eth0").file_name("json"),
             format!("{id}:eth0.json")
+        );
+        // The longest plain name a file can have is kept (older versions
+        // wrote it so).
+        let fits = "c".repeat(255 - ":eth0.json".len());
+        assert_eq!(
+            Attachment::new(fits.clone(), "eth0").file_name("json"),
+            format!("{fits}:eth0.json")
         );
         let long = Attachment::new("c".repeat(300), "eth0").file_name("json");
         assert!(

@@ -1128,6 +1128,14 @@ fn log_file_gets_one_line_per_operation() {
         assert!(out.stderr.contains(needle), "{file}: {out}");
         assert!(out.stderr.contains("DEL net=lognet"), "{file}: {out}");
     }
+    // An empty NUAGE_LOG_LEVEL is unset; a bad one is said once.
+    let plain = conf("1.0.0");
+    let out = env("DEL").set("NUAGE_LOG_LEVEL", "").run(&host, &plain);
+    assert_silent_success(&out);
+    assert_eq!(out.stderr, "", "{out}");
+    let out = env("DEL").set("NUAGE_LOG_LEVEL", "loud").run(&host, &plain);
+    out.assert_success();
+    assert_eq!(out.stderr.matches("is not one of").count(), 1, "{out}");
     let c = json!({
         "cniVersion": "1.0.0", "name": "lognet", "type": "loopback",
         "logFile": log.to_str().unwrap(), "logLevel": "verbose"

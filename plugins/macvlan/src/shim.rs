@@ -256,7 +256,8 @@ fn ensure(
         host.set_up(link.index)?;
     }
     if shim.addresses.iter().any(|a| a.is_ipv6()) {
-        host.wait_not_tentative(link.index, &link.name)?;
+        let own: Vec<_> = shim.addresses.iter().map(|a| a.ip()).collect();
+        host.wait_not_tentative(link.index, &link.name, &own)?;
     }
     Ok(link)
 }

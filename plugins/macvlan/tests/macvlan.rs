@@ -887,6 +887,32 @@ fn a_duplicate_ipv6_address_fails_add_unless_only_the_link_local_one() {
     assert!(failed.contains("fe80::11:22ff:fe33:4455"), "{failed}");
     assert_eq!(ip_of(&res, 0), "fd41::11");
     del(&host, Some(&ctr), "c1", &free);
+    // A link-local address IPAM gave is the container's: its duplicate
+    // fails ADD as any other.
+    lan.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "fe80::5/64",
+        "dev",
+        "phy0-lan",
+        "nodad",
+    ]);
+    let ll = conf(
+        "1.0.0",
+        json!({"ipam": {"type": "static",
+                        "addresses": [{"address": "fe80::5/64", "gateway": "fe80::1"}]}}),
+    );
+    let out = cni(&host, &ours(), "ADD", "c2", Some(ctr.path_str()), &ll, &[]);
+    let msg = out.assert_cni_error(999)["msg"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        msg.contains("fe80::5/64 on eth0: duplicate address detected"),
+        "{out}"
+    );
+    assert_eq!(ctr.link_names(), ["lo"], "rolled back");
 }
 
 /// DEL with a CNI_IFNAME naming a link macvlan does not create (another

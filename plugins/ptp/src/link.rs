@@ -110,7 +110,8 @@ pub fn configure_container(
     }
     ifconfig::configure_link(ctr, ns, link, result, false)?;
     if result.ips.iter().any(|ip| ip.address.is_ipv6()) {
-        ctr.wait_not_tentative(link.index, &link.name)?;
+        let own: Vec<_> = result.ips.iter().map(|ip| ip.address.ip()).collect();
+        ctr.wait_not_tentative(link.index, &link.name, &own)?;
     }
     // The (subnet, gateway) routes this loop added: a later address of the
     // same subnet with another gateway replaces them (the last one wins,
