@@ -369,7 +369,9 @@ fn dispatch(
                 "CNI_COMMAND must be one of ADD, DEL, CHECK, GC, STATUS, VERSION",
             )));
     };
-    seen.version = Some(conf.cni_version.clone());
+    // A reply echoes the config's version only if it is one ("v1.0.0" or
+    // "1.0.0 " would make the reply as unreadable as the config).
+    seen.version = Some(conf.cni_version.clone()).filter(|v| version::parse_loose(v).is_some());
     seen.network = Some(conf.name.clone());
     check_version(plugin, cmd, &conf.cni_version).map_err(pre)?;
     log::debug(format_args!(
@@ -725,6 +727,25 @@ mod tests {
             let (_, out, _) = call(&env, r#"{"name":"n"}"#);
             assert_eq!(err_of(&out).1, msg);
         }
+    }
+
+    /// An error reply echoes the config's version only when it is one.
+    #[test]
+    fn error_replies_echo_only_valid_versions() {
+        let version_of = |conf: &str| {
+            let mut env = FULL.to_vec();
+            env[0] = ("CNI_COMMAND", "CHECK");
+            env.push(("CNI_NETNS", "/x"));
+            let (_, out, _) = call(&env, conf);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["cniVersion"].as_str().map(str::to_string)
+        };
+        assert_eq!(version_of(r#"{"cniVersion":"v1.0.0","name":"n"}"#), None);
+        assert_eq!(version_of(r#"{"cniVersion":"1.0.0 ","name":"n"}"#), None);
+        assert_eq!(
+            version_of(r#"{"cniVersion":"1.0.0","name":"n"}"#).as_deref(),
+            Some("1.0.0")
+        );
     }
 
     #[test]
