@@ -168,20 +168,30 @@ pub fn log(level: Level, msg: fmt::Arguments<'_>) {
 /// A log entry is one line: the values it quotes (a name from the
 /// environment, a kernel message) cannot start a forged line of their own.
 fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
-    if !msg.chars().any(char::is_control) {
+    // Control characters, and the Unicode ones that end a line or turn
+    // text around for a viewer (line/paragraph separators, bidi marks and
+    // overrides, the byte order mark).
+    let odd = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{feff}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !msg.chars().any(odd) {
         return msg.into();
     }
-    msg.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect::<String>()
-        .into()
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        if odd(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 pub fn error(msg: impl fmt::Display) {
@@ -225,6 +235,13 @@ fn timestamp(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn entries_are_one_plain_line() {
+        assert_eq!(one_line("a\nb\rc"), "a\\nb\\rc");
+        assert_eq!(one_line("x\u{2028}y\u{202e}z"), "x\\u{2028}y\\u{202e}z");
+        assert_eq!(one_line("caf\u{e9}"), "caf\u{e9}");
+    }
 
     #[test]
     fn formats_utc() {

@@ -239,6 +239,11 @@ pub trait Plugin {
     fn supported_versions(&self) -> &'static [&'static str] {
         version::ALL
     }
+    /// Whether ADD creates or renames a link named `CNI_IFNAME` (then
+    /// [`validate_new_ifname`] applies). IPAM plugins and `loopback` do not.
+    fn names_links(&self) -> bool {
+        true
+    }
     fn add(&self, a: &CmdArgs) -> Result<CniResult>;
     fn del(&self, a: &CmdArgs) -> Result<()>;
     fn check(&self, a: &CmdArgs) -> Result<()>;
@@ -346,6 +351,9 @@ fn dispatch(
     let pre = |e: Error| (e, None);
     let cmd = Command::parse(cmd_name);
     check_env(cmd, env).map_err(pre)?;
+    if cmd == Some(Command::Add) && plugin.names_links() {
+        validate_new_ifname(&env("CNI_IFNAME").unwrap_or_default()).map_err(pre)?;
+    }
     if cmd == Some(Command::Version) {
         let mut data = Vec::new();
         let _ = stdin.read_to_end(&mut data);
@@ -402,9 +410,17 @@ fn dispatch(
             .check_prev_result_is_object()
             .map_err(|e| (e, None))?;
     }
-    // What ADD would refuse, STATUS reports (not DEL or GC: see there).
+    // What ADD would refuse, STATUS reports as not available (not DEL or
+    // GC: see there).
     if matches!(cmd, Command::Add | Command::Check | Command::Status) {
-        a.conf.check_key_types().map_err(|e| (e, None))?;
+        a.conf.check_key_types().map_err(|e| {
+            let code = if cmd == Command::Status {
+                Code::NotAvailable
+            } else {
+                e.code
+            };
+            (Error { code, ..e }, None)
+        })?;
     }
     match cmd {
         Command::Add => {
@@ -462,11 +478,7 @@ fn check_env(cmd: Option<Command>, env: &impl Fn(&str) -> Option<String>) -> Res
         }
     }
     if needs("CNI_IFNAME") {
-        let ifname = env("CNI_IFNAME").unwrap_or_default();
-        validate_ifname(&ifname)?;
-        if cmd == Some(Add) {
-            validate_new_ifname(&ifname)?;
-        }
+        validate_ifname(&env("CNI_IFNAME").unwrap_or_default())?;
     }
     Ok(())
 }
@@ -645,9 +657,14 @@ mod tests {
     /// the key, and their attachments must still be deleted.
     #[test]
     fn wrong_typed_runtime_keys_fail_add_not_del() {
+        for conf in [
+            r#"{"cniVersion":"1.0.0","name":"n","args":[]}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":5,"dns":5}"#,
+        ] {
+            let (code, out, _) = call(FULL, conf);
+            assert_eq!((code, out.as_str()), (0, ""), "DEL {conf}");
+        }
         let conf = r#"{"cniVersion":"1.0.0","name":"n","args":[]}"#;
-        let (code, out, _) = call(FULL, conf);
-        assert_eq!((code, out.as_str()), (0, ""));
         let mut env = FULL.to_vec();
         env[0] = ("CNI_COMMAND", "ADD");
         env.push(("CNI_NETNS", "/x"));

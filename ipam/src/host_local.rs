@@ -34,6 +34,10 @@ impl Plugin for HostLocal {
     fn name(&self) -> &'static str {
         "host-local"
     }
+    /// It names no link after CNI_IFNAME.
+    fn names_links(&self) -> bool {
+        false
+    }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)
     }

@@ -17,6 +17,10 @@ impl Plugin for Static {
     fn name(&self) -> &'static str {
         "static"
     }
+    /// It names no link after CNI_IFNAME.
+    fn names_links(&self) -> bool {
+        false
+    }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)
     }

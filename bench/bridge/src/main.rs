@@ -21,7 +21,7 @@
 //!
 //! Usage: `bridge-bench [--ours PATH] [--reference PATH] [--samples N]
 //! [--fill N] [--parallel N] [--jobs N] [--only a,b,c,d] [--fill-conf F]
-//! [--fill-ours-only] [--fill-pace-ms N]`;
+//! [--fill-ours-only] [--fill-pace-ms N] [--settle-ms N]`;
 //! `bench/bridge/run.sh` builds (release) and runs it.
 
 use std::collections::HashSet;
@@ -57,6 +57,10 @@ struct Opts {
     /// diagnostic: it separates what the number of ports costs from what
     /// the multicast of the containers attached in the last seconds costs.
     fill_pace: Duration,
+    /// (a), (b): pause after each DEL before the next ADD (0: back to back,
+    /// the default). A diagnostic: it separates an ADD's own cost from the
+    /// kernel work the previous DEL left running (veth teardown, RCU).
+    settle: Duration,
 }
 
 fn opts() -> Res<Opts> {
@@ -75,6 +79,7 @@ fn opts() -> Res<Opts> {
         fill_conf: "masq,spoof".into(),
         fill_ours_only: false,
         fill_pace: Duration::ZERO,
+        settle: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,6 +96,7 @@ fn opts() -> Res<Opts> {
             "--fill-conf" => o.fill_conf = val()?,
             "--fill-ours-only" => o.fill_ours_only = true,
             "--fill-pace-ms" => o.fill_pace = Duration::from_millis(num(val()?)? as u64),
+            "--settle-ms" => o.settle = Duration::from_millis(num(val()?)? as u64),
             _ => {
                 return Err(format!(
                     "unknown argument {a}; see bench/bridge/src/main.rs"
@@ -404,6 +410,7 @@ fn latency(o: &Opts, impls: &[Impl; 2], ns: &Namespaces, masq: bool, target: f64
             let cid = format!("lat-{i}");
             let a = call_in(&im.host, &im.bin, "ADD", &cid, &ctrs[k], &conf)?;
             let d = call_in(&im.host, &im.bin, "DEL", &cid, &ctrs[k], &conf)?;
+            std::thread::sleep(o.settle);
             if i >= 5 {
                 add[k].push(a.took);
                 del[k].push(d.took);
@@ -414,7 +421,11 @@ fn latency(o: &Opts, impls: &[Impl; 2], ns: &Namespaces, masq: bool, target: f64
     let (ao, ar) = (median(&add[0]), median(&add[1]));
     let (dd, dr) = (median(&del[0]), median(&del[1]));
     let r = ratio(ao, ar);
-    println!("{label}: {} samples each, interleaved", o.samples);
+    let settle = match o.settle {
+        Duration::ZERO => String::new(),
+        d => format!(", {} ms after each DEL", d.as_millis()),
+    };
+    println!("{label}: {} samples each, interleaved{settle}", o.samples);
     println!(
         "  {:<12}{:>12}{:>12}{:>10}",
         "verb", "ours", "reference", "ours/ref"

@@ -65,6 +65,10 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The whole object as received.
     pub raw: Value,
+    /// A shared key (`ipam`, `dns`) that did not decode: refused by
+    /// [`NetConf::check_key_types`] (ADD, CHECK, STATUS), read as absent by
+    /// DEL and GC, which must clean up what the reference took.
+    bad_key: Option<Error>,
 }
 
 /// `v` without the `null` members of its objects, at every depth (array
@@ -130,22 +134,29 @@ impl NetConf {
         let cni_version =
             opt_string(obj, "cniVersion")?.unwrap_or_else(|| version::IMPLICIT.into());
         let plugin_type = opt_string(obj, "type")?.unwrap_or_default();
+        let mut bad_key = None;
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(other) => {
-                return Err(Error::config(format!(
+                bad_key = Some(Error::config(format!(
                     "\"ipam\" must be an object, got {other}"
-                )))
+                )));
+                None
             }
         };
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(
-                serde_json::from_value(without_nulls(v.clone())).map_err(|e| {
-                    Error::config(format!("\"dns\": {}", super::plain_decode_error(e)))
-                })?,
-            ),
+            Some(v) => match serde_json::from_value(without_nulls(v.clone())) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    bad_key.get_or_insert(Error::config(format!(
+                        "\"dns\": {}",
+                        super::plain_decode_error(e)
+                    )));
+                    None
+                }
+            },
         };
         let attachments_key = if obj.contains_key("cni.dev/valid-attachments") {
             "cni.dev/valid-attachments"
@@ -177,6 +188,7 @@ impl NetConf {
             prev_result: take("prevResult"),
             valid_attachments,
             raw: raw.clone(),
+            bad_key,
         })
     }
 
@@ -281,6 +293,9 @@ impl NetConf {
     /// reference's decoder does for the plugins that declare them. DEL and
     /// GC do not check: a config the reference took must still clean up.
     pub fn check_key_types(&self) -> Result<()> {
+        if let Some(e) = &self.bad_key {
+            return Err(e.clone());
+        }
         let obj = self.raw.as_object();
         let get = |k: &str| obj.and_then(|o| o.get(k));
         let ipam_type = get("ipam").and_then(|i| i.get("type"));
@@ -360,6 +375,11 @@ mod tests {
             (
                 r#""capabilities":true"#,
                 r#""capabilities" must be an object, got true"#,
+            ),
+            (r#""ipam":5"#, r#""ipam" must be an object, got 5"#),
+            (
+                r#""dns":5"#,
+                r#""dns": invalid type: integer `5`, expected an object"#,
             ),
         ] {
             let s = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge",{extra}}}"#);

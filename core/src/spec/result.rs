@@ -52,6 +52,19 @@ fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpNetwork
     }
 }
 
+/// An optional address ("10.1.0.1", no prefix length), named in the error.
+fn ip_opt<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<IpAddr>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "invalid IP address: {s} (an address without a prefix length, like 10.1.0.1)"
+            ))
+        }),
+    }
+}
+
 /// An address in a result; `address` keeps its host bits ("10.1.0.5/16").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IpConfig {
@@ -59,7 +72,11 @@ pub struct IpConfig {
     pub interface: Option<usize>,
     #[serde(deserialize_with = "cidr")]
     pub address: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "ip_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gateway: Option<IpAddr>,
 }
 
@@ -68,7 +85,11 @@ pub struct IpConfig {
 pub struct Route {
     #[serde(deserialize_with = "cidr")]
     pub dst: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "ip_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub gw: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -403,6 +424,14 @@ mod tests {
         }
         let ok = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/32"}]});
         assert!(CniResult::from_json(&ok, "1.0.0").is_ok());
+        // A gateway is an address without one, named when it is not.
+        let bad = json!({"cniVersion": "1.0.0",
+                         "ips": [{"address": "10.86.0.5/24", "gateway": "10.86.0.1/24"}]});
+        let e = CniResult::from_json(&bad, "1.0.0").unwrap_err();
+        assert!(
+            e.to_string().contains("invalid IP address: 10.86.0.1/24"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -315,6 +315,52 @@ fn the_result_has_the_bridge_mac_after_the_port_joined() {
     }
 }
 
+/// Names the kernel does not take as is: `eth%d` is a template (the
+/// kernel would pick `eth0`), and a rename to `all` or `default` fails after
+/// the move. ADD refuses them (code 4) before anything is created; DEL of
+/// such a name succeeds (nothing can have been created under it).
+#[test]
+fn add_refuses_names_the_kernel_does_not_take_as_is() {
+    let host = setup("life-kname");
+    let c = net(
+        &host,
+        "1.0.0",
+        "kname",
+        "br-kname",
+        Some("10.93.0.0/24"),
+        json!({}),
+    );
+    let ctr = host.container("c1");
+    for ifname in ["all", "default", "eth%d"] {
+        let out = cni(
+            &host,
+            &ours(),
+            "ADD",
+            "c1",
+            Some(ctr.path_str()),
+            &c,
+            &[("CNI_IFNAME", ifname)],
+        );
+        assert_eq!(
+            err(&out, 4),
+            format!("interface name {ifname:?} is reserved by the kernel")
+        );
+        assert_eq!(ctr.link_names(), ["lo"]);
+        assert!(leases(&host, "kname").is_empty());
+        cni(
+            &host,
+            &ours(),
+            "DEL",
+            "c1",
+            Some(ctr.path_str()),
+            &c,
+            &[("CNI_IFNAME", ifname)],
+        )
+        .assert_success();
+    }
+    assert!(host.netns().link("br-kname").is_none(), "nothing created");
+}
+
 /// DEL with a CNI_IFNAME naming a link bridge does not create (`lo`, or
 /// a veth's place taken by another kind) leaves it and succeeds: it is not
 /// this plugin's, and a DEL that fails is retried forever.

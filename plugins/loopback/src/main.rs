@@ -16,6 +16,10 @@ impl Plugin for Loopback {
     fn name(&self) -> &'static str {
         "loopback"
     }
+    /// It names no link after CNI_IFNAME.
+    fn names_links(&self) -> bool {
+        false
+    }
 
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         a.cni_args()?.check_known(&[])?;

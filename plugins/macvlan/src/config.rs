@@ -179,14 +179,17 @@ impl Conf {
         // The reference's bounds, and the kernel's floor (68, IPv4's minimum;
         // below it the kernel's EINVAL reads like a bad master).
         if self.mtu < 0 || self.mtu > i64::from(master.mtu) || (1..68).contains(&self.mtu) {
-            return Err(Error::config(format!(
-                "invalid MTU {}, must be [0, master MTU({})]",
-                self.mtu, master.mtu
-            ))
-            .with_details(format!(
-                "mtu is 68 to {} (the MTU of {}), or 0 for the master's",
-                master.mtu, master.name
-            )));
+            let bounds = if (1..68).contains(&self.mtu) {
+                "must be 0 or at least 68, IPv4's minimum".to_string()
+            } else {
+                format!("must be [0, master MTU({})]", master.mtu)
+            };
+            return Err(
+                Error::config(format!("invalid MTU {}, {bounds}", self.mtu)).with_details(format!(
+                    "mtu is 68 to {} (the MTU of {}), or 0 for the master's",
+                    master.mtu, master.name
+                )),
+            );
         }
         Ok(master)
     }

@@ -365,7 +365,7 @@ fn bad_input() {
         // Below the kernel's floor: refused up front, not as a bad master.
         (
             json!({"mtu": 67}),
-            "invalid MTU 67, must be [0, master MTU(1500)]",
+            "invalid MTU 67, must be 0 or at least 68, IPv4's minimum",
         ),
         (json!({"mode": "l3"}), r#"unknown macvlan mode: "l3""#),
         (
