@@ -69,7 +69,7 @@ pub fn configure_link(
         sysctl::conf_in(ns, true, |conf| {
             conf.ensure(ifname, "disable_ipv6", "0")?;
             conf.ensure("lo", "disable_ipv6", "0")?;
-            conf.ensure_best_effort(ifname, "keep_addr_on_down", "1")
+            conf.write_best_effort(ifname, "keep_addr_on_down", "1")
         })
         .context("enable IPv6")?
         .ok_or_else(|| {

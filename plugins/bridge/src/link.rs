@@ -149,7 +149,7 @@ pub fn ensure_bridge(
     // No router advertisements on host-side links (CVE-2020-10749); the
     // write is skipped when the bridge already says 0.
     if let Some(v6) = v6.filter(|_| br.ipv6_accept_ra != Some(0)) {
-        v6.ensure_best_effort(name, "accept_ra", "0")?;
+        v6.write_best_effort(name, "accept_ra", "0")?;
     }
     if !br.flags_up {
         host.set_up(br.index)?;
@@ -277,8 +277,8 @@ pub fn create_veth(
     // and multicast routes sit in one FIB node shared by all ports: adding
     // them walks the siblings and the FIB, O(ports) per container.
     if let Some(v6) = v6 {
-        v6.ensure_best_effort(&hv.name, "accept_ra", "0")?;
-        v6.ensure_best_effort(&hv.name, "disable_ipv6", "1")?;
+        v6.write_best_effort(&hv.name, "accept_ra", "0")?;
+        v6.write_best_effort(&hv.name, "disable_ipv6", "1")?;
     }
     if conf.br.hairpin_mode || conf.br.port_isolation {
         host.set_bridge_port(
@@ -334,10 +334,10 @@ pub fn container_sysctls(ns: &NetNs, ifname: &str, enable_dad: bool, hairpin: bo
     }
     sysctl::conf_in(ns, true, |v6| {
         if enable_dad {
-            v6.ensure_best_effort(ifname, "accept_dad", "1")?;
-            v6.ensure_best_effort(ifname, "enhanced_dad", "1")
+            v6.write_best_effort(ifname, "accept_dad", "1")?;
+            v6.write_best_effort(ifname, "enhanced_dad", "1")
         } else {
-            v6.ensure_best_effort(ifname, "accept_dad", "0")
+            v6.write_best_effort(ifname, "accept_dad", "0")
         }
     })
     .map(drop)

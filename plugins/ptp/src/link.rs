@@ -77,7 +77,7 @@ pub fn create_veth(
     // the container end comes up (until then nothing can reach the host end).
     if let Some(v6) = ConfDir::open(true)? {
         for key in ["accept_ra", "accept_dad"] {
-            v6.ensure_best_effort(&hv.name, key, "0")?;
+            v6.write_best_effort(&hv.name, key, "0")?;
         }
     }
     // The container end comes up with its addresses (`configure_container`):
@@ -105,7 +105,7 @@ pub fn configure_container(
         // No DAD on a link whose only other end is the host: a tentative
         // address could not be a route's `src` yet, and would delay ADD.
         sysctl::conf_in(ns, true, |v6| {
-            v6.ensure_best_effort(&link.name, "accept_dad", "0")
+            v6.write_best_effort(&link.name, "accept_dad", "0")
         })?;
     }
     ifconfig::configure_link(ctr, ns, link, result, false)?;
