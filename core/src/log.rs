@@ -60,7 +60,7 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
     let env_level = std::env::var("NUAGE_LOG_LEVEL")
         .ok()
         .filter(|s| !s.is_empty());
-    let mut complaint = None;
+    let mut complaints = Vec::new();
     let file = env_file
         .or_else(|| file.map(str::to_string))
         .map(PathBuf::from)
@@ -69,7 +69,7 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
         .filter(|f| {
             let absolute = f.is_absolute();
             if !absolute {
-                complaint = Some(format!(
+                complaints.push(format!(
                     "log file {} is not an absolute path: logging to stderr instead",
                     f.display()
                 ));
@@ -79,7 +79,7 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
     let asked = env_level.as_deref().or(level);
     let parsed = asked.and_then(Level::parse);
     if let (Some(a), None) = (asked, parsed) {
-        complaint = Some(format!(
+        complaints.push(format!(
             "log level {a:?} is not one of error, warn, info, debug: using the default"
         ));
     }
@@ -95,12 +95,26 @@ pub fn init(tag: &str, file: Option<&str>, level: Option<&str>) {
             tag: tag.to_string(),
         });
     }
-    // init runs twice (before and after the config is read): said once.
-    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if let Some(c) = complaint {
-        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            warn(c);
-        }
+    // A plugin sets logging up twice (before and after its config is
+    // read): what is wrong is said by `flush_complaints`, once, where the
+    // final setup logs.
+    if let Ok(mut p) = PENDING.lock() {
+        *p = complaints;
+    }
+}
+
+/// What the last [`init`] found wrong with the log file or level.
+static PENDING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Says (as warnings, where the log goes) what the last [`init`] found
+/// wrong with the requested log file or level; each only once.
+pub fn flush_complaints() {
+    let pending = PENDING
+        .lock()
+        .map(|mut p| std::mem::take(&mut *p))
+        .unwrap_or_default();
+    for c in pending {
+        warn(c);
     }
 }
 
@@ -175,7 +189,7 @@ fn one_line(msg: &str) -> std::borrow::Cow<'_, str> {
         c.is_control()
             || matches!(
                 c,
-                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{feff}'
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{feff}'
             )
             || ('\u{202a}'..='\u{202e}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)

@@ -244,6 +244,13 @@ pub trait Plugin {
     fn names_links(&self) -> bool {
         true
     }
+    /// Whether the plugin reads the shared keys `ipam`, `dns`,
+    /// `runtimeConfig`, `args`, `capabilities` (then a wrong type is
+    /// refused, see [`NetConf::check_key_types`]). `loopback` does not: as
+    /// with the reference, it takes any.
+    fn reads_shared_keys(&self) -> bool {
+        true
+    }
     fn add(&self, a: &CmdArgs) -> Result<CniResult>;
     fn del(&self, a: &CmdArgs) -> Result<()>;
     fn check(&self, a: &CmdArgs) -> Result<()>;
@@ -294,6 +301,7 @@ pub fn run_with(
     let started = Instant::now();
     let mut seen = Seen::default();
     let outcome = dispatch(plugin, &cmd_name, &env, stdin, &mut seen);
+    log::flush_complaints();
     let (status, summary) = match outcome {
         Ok(out) => {
             if let Some(out) = out {
@@ -410,18 +418,19 @@ fn dispatch(
             .check_prev_result_is_object()
             .map_err(|e| (e, None))?;
     }
-    // What ADD would refuse, STATUS reports as not available (not DEL or
-    // GC: see there).
-    if matches!(cmd, Command::Add | Command::Check | Command::Status) {
-        a.conf.check_key_types().map_err(|e| {
-            let code = if cmd == Command::Status {
-                Code::NotAvailable
-            } else {
-                e.code
-            };
-            (Error { code, ..e }, None)
-        })?;
-    }
+    // What ADD would refuse, STATUS reports as not available. DEL and GC
+    // refuse only an ipam they cannot read (see there).
+    let checked = match cmd {
+        _ if !plugin.reads_shared_keys() => Ok(()),
+        Command::Del | Command::Gc => a.conf.check_ipam(),
+        Command::Status => a.conf.check_key_types().map_err(|e| Error {
+            code: Code::NotAvailable,
+            ..e
+        }),
+        Command::Add | Command::Check => a.conf.check_key_types(),
+        Command::Version => Ok(()),
+    };
+    checked.map_err(|e| (e, None))?;
     match cmd {
         Command::Add => {
             let result = plugin.add(&a).map_err(in_verb)?;
@@ -659,10 +668,19 @@ mod tests {
     fn wrong_typed_runtime_keys_fail_add_not_del() {
         for conf in [
             r#"{"cniVersion":"1.0.0","name":"n","args":[]}"#,
-            r#"{"cniVersion":"1.0.0","name":"n","ipam":5,"dns":5}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","dns":5,"runtimeConfig":5}"#,
         ] {
             let (code, out, _) = call(FULL, conf);
             assert_eq!((code, out.as_str()), (0, ""), "DEL {conf}");
+        }
+        // An ipam DEL cannot read fails it, as with the reference: read as
+        // absent, the DEL would release nothing and succeed.
+        for conf in [
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":5}"#,
+            r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":5}}"#,
+        ] {
+            let (_, out, _) = call(FULL, conf);
+            assert_eq!(err_of(&out).0, 7, "DEL {conf}");
         }
         let conf = r#"{"cniVersion":"1.0.0","name":"n","args":[]}"#;
         let mut env = FULL.to_vec();

@@ -210,24 +210,21 @@ impl ConfDir {
 
     /// [`ConfDir::write`] for a setting that is an improvement, not a need
     /// (host-side `accept_ra=0`, DAD settings), on a link this operation
-    /// made or whose value it read over netlink: see [`best_effort`].
+    /// made or whose value it read over netlink (so no read first): a
+    /// missing key is skipped, and a write `/proc/sys` refuses (read-only,
+    /// not permitted) is logged instead of failing the operation, as the
+    /// reference does, unless the value is already in place.
     pub fn write_best_effort(&self, ifname: &str, key: &str, value: &str) -> Result<()> {
-        best_effort(self.write(ifname, key, value))
-    }
-}
-
-/// A setting that is an improvement, not a need (host-side `accept_ra=0`,
-/// DAD settings): a missing key is skipped, and a write `/proc/sys`
-/// refuses (read-only, not permitted) is logged instead of failing the
-/// operation, as the reference does.
-fn best_effort(r: Result<()>) -> Result<()> {
-    match r {
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
-            crate::log::warn(format_args!("{e}: left as is"));
-            Ok(())
+        match self.write(ifname, key, value) {
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+                if !self.read(ifname, key).is_ok_and(|v| v == value) {
+                    crate::log::warn(format_args!("{e}: left as is"));
+                }
+                Ok(())
+            }
+            r => r,
         }
-        r => r,
     }
 }
 

@@ -92,7 +92,6 @@ impl Runtime {
             ));
         }
         nuage_core::skel::validate_ifname(&att.ifname)?;
-        nuage_core::skel::validate_new_ifname(&att.ifname)?;
         let mut prev: Option<Value> = None;
         for plugin in &list.plugins {
             let req = request(list, plugin, Some(att), prev.take(), Verb::Add);

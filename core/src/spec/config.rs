@@ -65,10 +65,14 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Attachment>>,
     /// The whole object as received.
     pub raw: Value,
-    /// A shared key (`ipam`, `dns`) that did not decode: refused by
-    /// [`NetConf::check_key_types`] (ADD, CHECK, STATUS), read as absent by
-    /// DEL and GC, which must clean up what the reference took.
-    bad_key: Option<Error>,
+    /// An `ipam` that does not decode (not an object, a `type` that is not
+    /// a string): refused by every verb of a plugin that reads it
+    /// ([`NetConf::check_ipam`]); read as absent meanwhile.
+    bad_ipam: Option<Error>,
+    /// A `dns` that does not decode: refused by ADD, CHECK and STATUS
+    /// ([`NetConf::check_key_types`]), read as absent by DEL and GC, which
+    /// need no DNS to clean up.
+    bad_dns: Option<Error>,
 }
 
 /// `v` without the `null` members of its objects, at every depth (array
@@ -134,23 +138,35 @@ impl NetConf {
         let cni_version =
             opt_string(obj, "cniVersion")?.unwrap_or_else(|| version::IMPLICIT.into());
         let plugin_type = opt_string(obj, "type")?.unwrap_or_default();
-        let mut bad_key = None;
+        let mut bad_ipam = None;
         let ipam = match obj.get("ipam") {
             None | Some(Value::Null) => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(v @ Value::Object(_)) => match v.get("type") {
+                Some(t) if !t.is_string() && !t.is_null() => {
+                    bad_ipam = Some(
+                        Error::config(format!(
+                            "ipam.type must be a string naming the IPAM plugin, got {t}"
+                        ))
+                        .with_details("e.g. \"type\": \"host-local\""),
+                    );
+                    None
+                }
+                _ => Some(v.clone()),
+            },
             Some(other) => {
-                bad_key = Some(Error::config(format!(
+                bad_ipam = Some(Error::config(format!(
                     "\"ipam\" must be an object, got {other}"
                 )));
                 None
             }
         };
+        let mut bad_dns = None;
         let dns = match obj.get("dns") {
             None | Some(Value::Null) => None,
             Some(v) => match serde_json::from_value(without_nulls(v.clone())) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    bad_key.get_or_insert(Error::config(format!(
+                    bad_dns = Some(Error::config(format!(
                         "\"dns\": {}",
                         super::plain_decode_error(e)
                     )));
@@ -188,7 +204,8 @@ impl NetConf {
             prev_result: take("prevResult"),
             valid_attachments,
             raw: raw.clone(),
-            bad_key,
+            bad_ipam,
+            bad_dns,
         })
     }
 
@@ -293,18 +310,12 @@ impl NetConf {
     /// reference's decoder does for the plugins that declare them. DEL and
     /// GC do not check: a config the reference took must still clean up.
     pub fn check_key_types(&self) -> Result<()> {
-        if let Some(e) = &self.bad_key {
+        self.check_ipam()?;
+        if let Some(e) = &self.bad_dns {
             return Err(e.clone());
         }
         let obj = self.raw.as_object();
         let get = |k: &str| obj.and_then(|o| o.get(k));
-        let ipam_type = get("ipam").and_then(|i| i.get("type"));
-        if let Some(t) = ipam_type.filter(|t| !t.is_string() && !t.is_null()) {
-            return Err(Error::config(format!(
-                "ipam.type must be a string naming the IPAM plugin, got {t}"
-            ))
-            .with_details("e.g. \"type\": \"host-local\""));
-        }
         let args_cni = get("args").and_then(|a| a.get("cni"));
         for (key, v) in [
             ("runtimeConfig", get("runtimeConfig")),
@@ -319,6 +330,16 @@ impl NetConf {
             }
         }
         Ok(())
+    }
+
+    /// Every verb of a plugin that reads `ipam`: one that does not decode
+    /// is an error (code 7), as with the reference. Read as absent, a DEL
+    /// would release nothing and succeed: the lease would leak for good.
+    pub fn check_ipam(&self) -> Result<()> {
+        match &self.bad_ipam {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// `runtimeConfig.<key>`, when the runtime supplied it.

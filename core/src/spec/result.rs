@@ -56,7 +56,9 @@ fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<IpNetwork
 fn ip_opt<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<IpAddr>, D::Error> {
     use serde::de::Error as _;
     match Option::<String>::deserialize(d)? {
+        // Go reads "" as no address.
         None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| {
             D::Error::custom(format!(
                 "invalid IP address: {s} (an address without a prefix length, like 10.1.0.1)"

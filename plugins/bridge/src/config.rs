@@ -107,15 +107,19 @@ impl Conf {
                 ipam,
             });
         }
+        // Kernel quirks as for CNI_IFNAME (see skel::validate_new_ifname):
+        // a '%' makes the name a template (each ADD would create another
+        // bridge), `all` and `default` are the sysctl directories' names.
         if br.br_name.is_empty()
             || br.br_name.len() > 15
-            || br.br_name.contains(['/', ':', ' '])
-            || br.br_name == "."
-            || br.br_name == ".."
+            || br.br_name.contains(['/', ':', ' ', '%'])
+            || br.br_name.chars().any(char::is_whitespace)
+            || [".", "..", "all", "default"].contains(&br.br_name.as_str())
         {
             return Err(
-                Error::config(format!("invalid bridge name {:?}", br.br_name))
-                    .with_details("a bridge name is 1 to 15 characters without '/', ':' or spaces"),
+                Error::config(format!("invalid bridge name {:?}", br.br_name)).with_details(
+                    "a bridge name is 1 to 15 characters without '/', ':', '%' or spaces, and not all or default",
+                ),
             );
         }
         if br.mtu != 0 && !(68..=65535).contains(&br.mtu) {

@@ -361,6 +361,48 @@ fn add_refuses_names_the_kernel_does_not_take_as_is() {
     assert!(host.netns().link("br-kname").is_none(), "nothing created");
 }
 
+/// A DEL whose `ipam` cannot be read fails (code 7, as the reference's):
+/// read as absent, it would release nothing, succeed, and leak the lease
+/// for good. A bridge name the kernel does not take as is (`%`) is refused
+/// before anything is created.
+#[test]
+fn del_with_an_unreadable_ipam_fails_and_keeps_the_lease() {
+    let host = setup("life-badipam");
+    let c = net(
+        &host,
+        "1.0.0",
+        "badipam",
+        "br-badipam",
+        Some("10.92.0.0/24"),
+        json!({}),
+    );
+    let ctr = host.container("c1");
+    let res = add(&host, &ctr, "c1", &c);
+    for bad in [json!(5), json!({"type": 5})] {
+        let mut b = c.clone();
+        b["ipam"] = bad;
+        let out = cni(&host, &ours(), "DEL", "c1", Some(ctr.path_str()), &b, &[]);
+        err(&out, 7);
+        assert_eq!(leases(&host, "badipam").len(), 1);
+    }
+    del(&host, Some(ctr.path_str()), "c1", &with_prev(&c, &res));
+    assert!(leases(&host, "badipam").is_empty());
+    let mut t = c.clone();
+    t["bridge"] = json!("br%d");
+    let out = cni(&host, &ours(), "ADD", "c2", Some(ctr.path_str()), &t, &[]);
+    assert!(
+        err(&out, 7).contains(r#"invalid bridge name "br%d""#),
+        "{out}"
+    );
+    let links = host.netns().link_names();
+    assert!(
+        !links
+            .iter()
+            .any(|l| l.starts_with("br") && l != "br-badipam"),
+        "nothing created: {links:?}"
+    );
+}
+
 /// DEL with a CNI_IFNAME naming a link bridge does not create (`lo`, or
 /// a veth's place taken by another kind) leaves it and succeeds: it is not
 /// this plugin's, and a DEL that fails is retried forever.

@@ -20,6 +20,10 @@ impl Plugin for Loopback {
     fn names_links(&self) -> bool {
         false
     }
+    /// It reads none of ipam, dns, runtimeConfig, args.
+    fn reads_shared_keys(&self) -> bool {
+        false
+    }
 
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         a.cni_args()?.check_known(&[])?;

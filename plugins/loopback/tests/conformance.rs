@@ -663,6 +663,21 @@ fn invalid_interface_names() {
     }
 }
 
+/// loopback reads none of the shared keys: wrong-typed ones (`args`,
+/// `runtimeConfig`, `ipam`) pass, as with the reference.
+#[test]
+fn shared_keys_of_any_type_pass() {
+    require_root();
+    let host = Host::new("lo-anykeys");
+    let ctr = host.container("c");
+    let c = r#"{"cniVersion":"1.0.0","name":"lo-net","type":"loopback",
+               "args":[],"runtimeConfig":5,"ipam":5,"dns":5}"#;
+    for verb in ["ADD", "CHECK", "DEL"] {
+        let out = Env::new(verb, ctr.path_str()).run(&host, c);
+        out.assert_success();
+    }
+}
+
 /// Environment values that are not UTF-8 (as Go reads them: bytes) are
 /// not taken as unset: an unknown CNI_COMMAND is code 4 (not the silent
 /// "about" text and exit 0), an interface name is refused, and CNI_ARGS

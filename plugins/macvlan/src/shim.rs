@@ -198,9 +198,11 @@ fn ensure(
 ) -> Result<Link> {
     let name = &shim.name;
     let alias = owner_alias(network);
+    let mut created = false;
     let link = match host.link_by_name(name)? {
         Some(l) => l,
         None => {
+            created = true;
             // The kernel ignores IFLA_IFALIAS at creation: the shim is
             // marked by a second request. Under the network's lock, a
             // marker file says a creation is under way, so that the next
@@ -236,10 +238,21 @@ fn ensure(
             "name the shim after a free interface name with \"hostShim\": {\"name\": ...} (nuage neither takes over nor deletes a link it did not create)",
         ));
     }
-    for key in ["accept_ra", "accept_dad"] {
-        match sysctl::write(&format!("net/ipv6/conf/{name}/{key}"), "0") {
-            Err(e) if !e.is_not_found() => return Err(e),
-            _ => {}
+    let configured = configure(host, shim, &link);
+    // A shim this ADD created and could not configure is deleted again
+    // (under the network's lock no other ADD can be using it yet).
+    if let (Err(_), true) = (&configured, created) {
+        let _ = host.del_link(link.index);
+    }
+    configured.map(|()| link)
+}
+
+/// The shim's settings: no router advertisements and no DAD (best effort,
+/// as for the other host-side links), its addresses, up.
+fn configure(host: &mut Netlink, shim: &Shim, link: &Link) -> Result<()> {
+    if let Some(v6) = sysctl::ConfDir::open(true)? {
+        for key in ["accept_ra", "accept_dad"] {
+            v6.write_best_effort(&link.name, key, "0")?;
         }
     }
     let have = host.addrs(Some(link.index))?;
@@ -259,7 +272,7 @@ fn ensure(
         let own: Vec<_> = shim.addresses.iter().map(|a| a.ip()).collect();
         host.wait_not_tentative(link.index, &link.name, &own)?;
     }
-    Ok(link)
+    Ok(())
 }
 
 /// DEL: removes the attachment's routes (from its record), its record, and

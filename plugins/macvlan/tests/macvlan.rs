@@ -384,6 +384,11 @@ fn bad_input() {
             json!({"hostShim": 5}),
             "invalid hostShim: 5 is neither a boolean nor an object",
         ),
+        // A template name: each ADD would make another shim.
+        (
+            json!({"hostShim": {"name": "mvsh%d"}}),
+            r#"hostShim: invalid interface name "mvsh%d""#,
+        ),
         (
             json!({"bcqueuelen": -1}),
             "invalid bcqueuelen: invalid value: integer `-1`",
@@ -913,6 +918,35 @@ fn a_duplicate_ipv6_address_fails_add_unless_only_the_link_local_one() {
         "{out}"
     );
     assert_eq!(ctr.link_names(), ["lo"], "rolled back");
+}
+
+/// With `/proc/sys` read-only, ADD with a host shim works (the shim's
+/// `accept_ra`/`accept_dad` are best effort, as the other host-side
+/// links'), and the host reaches the container through it.
+#[test]
+fn a_read_only_proc_sys_does_not_fail_a_shim() {
+    let (host, _lan) = setup("mv-roshim");
+    let c = conf("1.0.0", json!({"hostShim": {"name": "mvshro0"}}));
+    let ro = cni::with_read_only_proc_sys(&host, &ours());
+    let ctr = host.container("c1");
+    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_success();
+    let res = out.expect_json().clone();
+    assert!(host.netns().ping(&ip_of(&res, 0)), "{out}");
+    cni(
+        &host,
+        &ro,
+        "DEL",
+        "c1",
+        Some(ctr.path_str()),
+        &with_prev(&c, &res),
+        &[],
+    )
+    .assert_success();
+    assert!(
+        host.netns().link("mvshro0").is_none(),
+        "the shim goes with its last container"
+    );
 }
 
 /// DEL with a CNI_IFNAME naming a link macvlan does not create (another
