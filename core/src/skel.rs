@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::netns::NetNs;
-use crate::spec::{self, version, Attachment, CniArgs, CniResult, NetConf, VersionReply};
+use crate::spec::{
+    self, version, Attachment, CniArgs, CniResult, KeyChecks, NetConf, VersionReply,
+};
 use crate::{log, Code, Error, Result};
 
 /// A CNI verb.
@@ -244,12 +246,17 @@ pub trait Plugin {
     fn names_links(&self) -> bool {
         true
     }
-    /// Whether the plugin reads the shared keys `ipam`, `dns`,
-    /// `runtimeConfig`, `args`, `capabilities` (then a wrong type is
-    /// refused, see [`NetConf::check_key_types`]). `loopback` does not: as
-    /// with the reference, it takes any.
-    fn reads_shared_keys(&self) -> bool {
-        true
+    /// The shared keys `cmd` refuses when they have a wrong type (see
+    /// [`NetConf::check_keys`]), as the reference's plugin decodes them.
+    /// Interface plugins: all of them on ADD, CHECK and STATUS (STATUS
+    /// answers 50); on DEL and GC only an `ipam` they cannot read, which
+    /// read as absent would release nothing and leak the lease for good.
+    fn key_checks(&self, cmd: Command) -> KeyChecks {
+        match cmd {
+            Command::Add | Command::Check | Command::Status => KeyChecks::ALL,
+            Command::Del | Command::Gc => KeyChecks::IPAM,
+            Command::Version => KeyChecks::NONE,
+        }
     }
     fn add(&self, a: &CmdArgs) -> Result<CniResult>;
     fn del(&self, a: &CmdArgs) -> Result<()>;
@@ -289,6 +296,7 @@ pub fn run_with(
     log::init(plugin.name(), None, None);
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let Some(cmd_name) = env("CNI_COMMAND") else {
+        log::flush_complaints();
         let _ = writeln!(
             stderr,
             "CNI {} plugin {} (nuage)\nCNI protocol versions supported: {}",
@@ -420,17 +428,16 @@ fn dispatch(
     }
     // What ADD would refuse, STATUS reports as not available. DEL and GC
     // refuse only an ipam they cannot read (see there).
-    let checked = match cmd {
-        _ if !plugin.reads_shared_keys() => Ok(()),
-        Command::Del | Command::Gc => a.conf.check_ipam(),
-        Command::Status => a.conf.check_key_types().map_err(|e| Error {
-            code: Code::NotAvailable,
-            ..e
-        }),
-        Command::Add | Command::Check => a.conf.check_key_types(),
-        Command::Version => Ok(()),
-    };
-    checked.map_err(|e| (e, None))?;
+    a.conf
+        .check_keys(plugin.key_checks(cmd))
+        .map_err(|e| match cmd {
+            Command::Status => Error {
+                code: Code::NotAvailable,
+                ..e
+            },
+            _ => e,
+        })
+        .map_err(|e| (e, None))?;
     match cmd {
         Command::Add => {
             let result = plugin.add(&a).map_err(in_verb)?;

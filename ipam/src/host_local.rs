@@ -18,8 +18,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::path::Path;
 
-use nuage_core::skel::{CmdArgs, Plugin};
-use nuage_core::spec::{version, CniResult, Dns, IpConfig};
+use nuage_core::skel::{CmdArgs, Command, Plugin};
+use nuage_core::spec::{version, CniResult, Dns, IpConfig, KeyChecks};
 use nuage_core::{log, Code, Error, Result, ResultExt};
 
 use crate::allocator::{allocate, Request};
@@ -37,6 +37,19 @@ impl Plugin for HostLocal {
     /// It names no link after CNI_IFNAME.
     fn names_links(&self) -> bool {
         false
+    }
+    /// As the reference's: its config struct declares `ipam`,
+    /// `runtimeConfig` and `args`, not `dns` or `capabilities`; DEL and GC release leases: an `ipam` they cannot read fails them.
+    fn key_checks(&self, cmd: Command) -> KeyChecks {
+        match cmd {
+            Command::Add | Command::Check | Command::Status => KeyChecks {
+                ipam: true,
+                dns_capabilities: false,
+                runtime: true,
+            },
+            Command::Del | Command::Gc => KeyChecks::IPAM,
+            Command::Version => KeyChecks::NONE,
+        }
     }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)

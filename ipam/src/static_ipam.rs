@@ -3,8 +3,8 @@
 //! overrides (see [`StaticConf::parse`]). Nothing is stored: DEL and GC
 //! have nothing to do.
 
-use nuage_core::skel::{CmdArgs, Plugin};
-use nuage_core::spec::{version, CniResult, IpConfig};
+use nuage_core::skel::{CmdArgs, Command, Plugin};
+use nuage_core::spec::{version, CniResult, IpConfig, KeyChecks};
 use nuage_core::{Error, Result};
 
 use crate::config::StaticConf;
@@ -20,6 +20,19 @@ impl Plugin for Static {
     /// It names no link after CNI_IFNAME.
     fn names_links(&self) -> bool {
         false
+    }
+    /// As the reference's: its config struct declares `ipam`,
+    /// `runtimeConfig` and `args`, not `dns` or `capabilities`; DEL and GC have nothing to release.
+    fn key_checks(&self, cmd: Command) -> KeyChecks {
+        match cmd {
+            Command::Add | Command::Check | Command::Status => KeyChecks {
+                ipam: true,
+                dns_capabilities: false,
+                runtime: true,
+            },
+            Command::Del | Command::Gc => KeyChecks::NONE,
+            Command::Version => KeyChecks::NONE,
+        }
     }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)

@@ -402,4 +402,15 @@ fn static_bad_input() {
     let mut c = st(json!({}));
     c["runtimeConfig"] = json!({"ips": ["10.0.0.5"]});
     refused(STATIC, c, "", 7, "invalid CIDR 10.0.0.5");
+    // An ipam static's DEL cannot read: it has nothing to release, and
+    // succeeds (as the reference's); host-local's DEL fails (a lease would
+    // leak), as the reference's does.
+    for bad in [json!(5), json!({"type": 5})] {
+        let mut c = st(json!({}));
+        c["ipam"] = bad.clone();
+        let out = Call::new(STATIC, "DEL", "c1").run(&c);
+        assert!(out.ok, "static DEL with ipam {bad}: {}", out.stdout);
+        let out = Call::new(HOST_LOCAL, "DEL", "c1").run(&c);
+        assert_eq!(out.err_code(), 7, "host-local DEL with ipam {bad}");
+    }
 }

@@ -66,12 +66,12 @@ pub struct NetConf {
     /// The whole object as received.
     pub raw: Value,
     /// An `ipam` that does not decode (not an object, a `type` that is not
-    /// a string): refused by every verb of a plugin that reads it
-    /// ([`NetConf::check_ipam`]); read as absent meanwhile.
+    /// a string): refused where [`KeyChecks::ipam`] asks; read as absent
+    /// meanwhile.
     bad_ipam: Option<Error>,
-    /// A `dns` that does not decode: refused by ADD, CHECK and STATUS
-    /// ([`NetConf::check_key_types`]), read as absent by DEL and GC, which
-    /// need no DNS to clean up.
+    /// A `dns` that does not decode: refused where
+    /// [`KeyChecks::dns_capabilities`] asks, read as absent by DEL and GC,
+    /// which need no DNS to clean up.
     bad_dns: Option<Error>,
 }
 
@@ -95,6 +95,36 @@ pub fn valid_id(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphanumeric())
         && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Which shared keys a verb of a plugin refuses when they have a wrong
+/// type ([`NetConf::check_keys`]); see `skel::Plugin::key_checks`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyChecks {
+    /// `ipam` (an object, with a string `type`).
+    pub ipam: bool,
+    /// `dns` and `capabilities` (Go's `types.NetConf` declares both).
+    pub dns_capabilities: bool,
+    /// `runtimeConfig`, `args`, `args.cni`.
+    pub runtime: bool,
+}
+
+impl KeyChecks {
+    pub const NONE: KeyChecks = KeyChecks {
+        ipam: false,
+        dns_capabilities: false,
+        runtime: false,
+    };
+    pub const ALL: KeyChecks = KeyChecks {
+        ipam: true,
+        dns_capabilities: true,
+        runtime: true,
+    };
+    pub const IPAM: KeyChecks = KeyChecks {
+        ipam: true,
+        dns_capabilities: false,
+        runtime: false,
+    };
 }
 
 /// Plugin keys that say what a DEL or GC must clean up (the masquerade,
@@ -305,24 +335,30 @@ impl NetConf {
             .unwrap_or("")
     }
 
-    /// ADD and CHECK: keys whose wrong type would otherwise read as "not
-    /// given" (no IPAM, no runtime settings) are refused, as the
-    /// reference's decoder does for the plugins that declare them. DEL and
-    /// GC do not check: a config the reference took must still clean up.
-    pub fn check_key_types(&self) -> Result<()> {
-        self.check_ipam()?;
-        if let Some(e) = &self.bad_dns {
-            return Err(e.clone());
+    /// Refuses (code 7) the shared keys of `checks` whose wrong type would
+    /// otherwise read as "not given" (no IPAM, no runtime settings), as the
+    /// reference's decoder refuses the keys its plugin's struct declares.
+    pub fn check_keys(&self, checks: KeyChecks) -> Result<()> {
+        if checks.ipam {
+            if let Some(e) = &self.bad_ipam {
+                return Err(e.clone());
+            }
         }
         let obj = self.raw.as_object();
         let get = |k: &str| obj.and_then(|o| o.get(k));
-        let args_cni = get("args").and_then(|a| a.get("cni"));
-        for (key, v) in [
-            ("runtimeConfig", get("runtimeConfig")),
-            ("args", get("args")),
-            ("args.cni", args_cni),
-            ("capabilities", get("capabilities")),
-        ] {
+        let mut objects = Vec::new();
+        if checks.dns_capabilities {
+            if let Some(e) = &self.bad_dns {
+                return Err(e.clone());
+            }
+            objects.push(("capabilities", get("capabilities")));
+        }
+        if checks.runtime {
+            objects.push(("runtimeConfig", get("runtimeConfig")));
+            objects.push(("args", get("args")));
+            objects.push(("args.cni", get("args").and_then(|a| a.get("cni"))));
+        }
+        for (key, v) in objects {
             if let Some(v) = v.filter(|v| !v.is_object() && !v.is_null()) {
                 return Err(Error::config(format!(
                     "\"{key}\" must be an object, got {v}"
@@ -330,16 +366,6 @@ impl NetConf {
             }
         }
         Ok(())
-    }
-
-    /// Every verb of a plugin that reads `ipam`: one that does not decode
-    /// is an error (code 7), as with the reference. Read as absent, a DEL
-    /// would release nothing and succeed: the lease would leak for good.
-    pub fn check_ipam(&self) -> Result<()> {
-        match &self.bad_ipam {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
     }
 
     /// `runtimeConfig.<key>`, when the runtime supplied it.
@@ -406,7 +432,7 @@ mod tests {
             let s = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge",{extra}}}"#);
             let e = NetConf::parse(s.as_bytes())
                 .unwrap()
-                .check_key_types()
+                .check_keys(KeyChecks::ALL)
                 .unwrap_err();
             assert_eq!(
                 (e.code, e.msg.as_str()),
@@ -416,7 +442,10 @@ mod tests {
         }
         let ok = br#"{"cniVersion":"1.0.0","name":"n","type":"bridge","ipam":{"type":null},
                       "runtimeConfig":null,"args":{"cni":null}}"#;
-        assert!(NetConf::parse(ok).unwrap().check_key_types().is_ok());
+        assert!(NetConf::parse(ok)
+            .unwrap()
+            .check_keys(KeyChecks::ALL)
+            .is_ok());
     }
 
     #[test]

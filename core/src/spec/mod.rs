@@ -6,7 +6,7 @@ pub mod result;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{valid_id, Attachment, NetConf};
+pub use config::{valid_id, Attachment, KeyChecks, NetConf};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 
 use serde::Serialize;

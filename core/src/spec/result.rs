@@ -169,7 +169,11 @@ pub struct CniResult {
 struct Ip020 {
     #[serde(deserialize_with = "cidr")]
     ip: IpNetwork,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "ip_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     gateway: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<Route>,
@@ -426,6 +430,14 @@ mod tests {
         }
         let ok = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/32"}]});
         assert!(CniResult::from_json(&ok, "1.0.0").is_ok());
+        // "" is no gateway, as Go reads it, in every version's shape.
+        for empty in [
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/24", "gateway": ""}]}),
+            json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.86.0.5/24", "gateway": ""}}),
+        ] {
+            let r = CniResult::from_json(&empty, "1.0.0").unwrap();
+            assert_eq!(r.ips[0].gateway, None, "{empty}");
+        }
         // A gateway is an address without one, named when it is not.
         let bad = json!({"cniVersion": "1.0.0",
                          "ips": [{"address": "10.86.0.5/24", "gateway": "10.86.0.1/24"}]});

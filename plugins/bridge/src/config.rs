@@ -113,7 +113,6 @@ impl Conf {
         if br.br_name.is_empty()
             || br.br_name.len() > 15
             || br.br_name.contains(['/', ':', ' ', '%'])
-            || br.br_name.chars().any(char::is_whitespace)
             || [".", "..", "all", "default"].contains(&br.br_name.as_str())
         {
             return Err(

@@ -4,8 +4,8 @@
 
 use nuage_core::netlink::{Link, MacAddr, Netlink};
 use nuage_core::netns::NetNs;
-use nuage_core::skel::{self, CmdArgs, Plugin};
-use nuage_core::spec::{CniResult, Interface, IpConfig};
+use nuage_core::skel::{self, CmdArgs, Command, Plugin};
+use nuage_core::spec::{CniResult, Interface, IpConfig, KeyChecks};
 use nuage_core::{Error, Result, ResultExt};
 
 struct Loopback;
@@ -20,9 +20,17 @@ impl Plugin for Loopback {
     fn names_links(&self) -> bool {
         false
     }
-    /// It reads none of ipam, dns, runtimeConfig, args.
-    fn reads_shared_keys(&self) -> bool {
-        false
+    /// As the reference's: ADD decodes Go's `types.NetConf` (`ipam`, `dns`,
+    /// `capabilities`), CHECK and DEL read no config key.
+    fn key_checks(&self, cmd: Command) -> KeyChecks {
+        match cmd {
+            Command::Add => KeyChecks {
+                ipam: true,
+                dns_capabilities: true,
+                runtime: false,
+            },
+            _ => KeyChecks::NONE,
+        }
     }
 
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {

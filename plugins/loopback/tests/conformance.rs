@@ -663,18 +663,40 @@ fn invalid_interface_names() {
     }
 }
 
-/// loopback reads none of the shared keys: wrong-typed ones (`args`,
-/// `runtimeConfig`, `ipam`) pass, as with the reference.
+/// As the reference's loopback: ADD decodes Go's `types.NetConf`, so a
+/// wrong-typed `ipam`, `dns` or `capabilities` is refused and `args` or
+/// `runtimeConfig` (not in it) pass; CHECK and DEL read no config key.
 #[test]
-fn shared_keys_of_any_type_pass() {
+fn shared_keys_are_read_as_the_reference_reads_them() {
     require_root();
     let host = Host::new("lo-anykeys");
     let ctr = host.container("c");
-    let c = r#"{"cniVersion":"1.0.0","name":"lo-net","type":"loopback",
-               "args":[],"runtimeConfig":5,"ipam":5,"dns":5}"#;
+    let conf = |extra: &str| {
+        format!(r#"{{"cniVersion":"1.0.0","name":"lo-net","type":"loopback",{extra}}}"#)
+    };
+    let ok = conf(r#""args":[],"runtimeConfig":5"#);
     for verb in ["ADD", "CHECK", "DEL"] {
-        let out = Env::new(verb, ctr.path_str()).run(&host, c);
-        out.assert_success();
+        Env::new(verb, ctr.path_str())
+            .run(&host, &ok)
+            .assert_success();
+    }
+    for extra in [
+        r#""ipam":5"#,
+        r#""ipam":{"type":5}"#,
+        r#""dns":5"#,
+        r#""capabilities":5"#,
+    ] {
+        let c = conf(extra);
+        let out = Env::new("ADD", ctr.path_str()).run(&host, &c);
+        out.assert_cni_error(7);
+        Env::new("ADD", ctr.path_str())
+            .run(&host, &ok)
+            .assert_success();
+        for verb in ["CHECK", "DEL"] {
+            Env::new(verb, ctr.path_str())
+                .run(&host, &c)
+                .assert_success();
+        }
     }
 }
 
