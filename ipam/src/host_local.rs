@@ -38,18 +38,9 @@ impl Plugin for HostLocal {
     fn names_links(&self) -> bool {
         false
     }
-    /// As the reference's: its config struct declares `ipam`,
-    /// `runtimeConfig` and `args`, not `dns` or `capabilities`; DEL and GC release leases: an `ipam` they cannot read fails them.
+    /// See [`crate::key_checks`].
     fn key_checks(&self, cmd: Command) -> KeyChecks {
-        match cmd {
-            Command::Add | Command::Check | Command::Status => KeyChecks {
-                ipam: true,
-                dns_capabilities: false,
-                runtime: true,
-            },
-            Command::Del | Command::Gc => KeyChecks::IPAM,
-            Command::Version => KeyChecks::NONE,
-        }
+        crate::key_checks(cmd, true)
     }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)

@@ -30,7 +30,7 @@ pub use host_local::HostLocal;
 pub use static_ipam::Static;
 
 use nuage_core::skel::{CmdArgs, Command};
-use nuage_core::spec::CniResult;
+use nuage_core::spec::{CniResult, KeyChecks};
 use nuage_core::{delegate, Code, Error, Result};
 
 /// The `ipam.type` to run, or a configuration error.
@@ -118,6 +118,23 @@ pub fn status(a: &CmdArgs) -> Result<()> {
             ..e
         },
     })
+}
+
+/// The shared keys a verb of an IPAM plugin refuses with a wrong type, as
+/// the reference's decodes them: its config struct declares `ipam`,
+/// `runtimeConfig` and `args`, not `dns` or `capabilities`. DEL and GC of
+/// a plugin that `releases` leases fail on an `ipam` they cannot read (it
+/// would leak); the others have nothing to release and read nothing.
+pub(crate) fn key_checks(cmd: Command, releases: bool) -> KeyChecks {
+    match cmd {
+        Command::Add | Command::Check | Command::Status => KeyChecks {
+            ipam: true,
+            dns_capabilities: false,
+            runtime: true,
+        },
+        Command::Del | Command::Gc if releases => KeyChecks::IPAM,
+        _ => KeyChecks::NONE,
+    }
 }
 
 #[cfg(test)]

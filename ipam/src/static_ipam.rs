@@ -21,18 +21,9 @@ impl Plugin for Static {
     fn names_links(&self) -> bool {
         false
     }
-    /// As the reference's: its config struct declares `ipam`,
-    /// `runtimeConfig` and `args`, not `dns` or `capabilities`; DEL and GC have nothing to release.
+    /// See [`crate::key_checks`].
     fn key_checks(&self, cmd: Command) -> KeyChecks {
-        match cmd {
-            Command::Add | Command::Check | Command::Status => KeyChecks {
-                ipam: true,
-                dns_capabilities: false,
-                runtime: true,
-            },
-            Command::Del | Command::Gc => KeyChecks::NONE,
-            Command::Version => KeyChecks::NONE,
-        }
+        crate::key_checks(cmd, false)
     }
     fn add(&self, a: &CmdArgs) -> Result<CniResult> {
         add(a)
