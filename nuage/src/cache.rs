@@ -95,6 +95,38 @@ impl Cache {
         self.dir.join("results")
     }
 
+    /// The lock of `network`'s attachments in this cache: ADD, CHECK and
+    /// DEL hold it shared, GC exclusive (so that GC never takes an ADD in
+    /// flight, whose lease exists before its cache entry, for stale). A
+    /// runtime on libcni does not take it; the spec leaves GC against ADD
+    /// to the runtime.
+    ///
+    /// Equivalent to: `flock [-s] <dir>/locks/<network>`
+    pub fn lock_network(&self, network: &str, exclusive: bool) -> Result<nuage_core::flock::Lock> {
+        nuage_core::flock::lock(&self.dir.join("locks").join(network), exclusive)
+    }
+
+    /// Removes the temporary files of `network`'s entries (`.<entry>.tmp<pid>`)
+    /// that a killed writer left: its process is gone. (A name of another
+    /// network can share the prefix; its writer, alive, keeps its file.)
+    pub fn remove_temps(&self, network: &str) {
+        let prefix = format!(".{network}-");
+        for e in fs::read_dir(self.results()).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.rsplit_once(".tmp"))
+                .and_then(|(_, pid)| pid.parse::<i32>().ok());
+            let gone = pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            });
+            if gone {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
     pub fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
         self.results()
             .join(format!("{network}-{container_id}-{ifname}"))

@@ -208,6 +208,18 @@ fn remove_leftovers() {
         .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten())
         .filter_map(|e| tag_of(&e.file_name().to_string_lossy()))
         .collect();
+    // And the locks of demos killed before they named anything, or after
+    // they removed all but their lock.
+    tags.extend(
+        fs::read_dir(LOCK_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".lock").map(str::to_string)
+            }),
+    );
     tags.sort();
     tags.dedup();
     for tag in tags {

@@ -79,6 +79,7 @@ impl Runtime {
     /// ADD: every plugin in order; the final result is cached and returned
     /// in the list's version.
     pub fn add(&self, list: &NetworkList, att: &Attachment) -> Result<Value> {
+        let _shared = self.cache.lock_network(&list.name, false)?;
         // As libcni, before any plugin runs: what names the cache entry and
         // the plugins' state must be a valid name.
         list.check_name()?;
@@ -134,6 +135,7 @@ impl Runtime {
 
     /// CHECK: every plugin in order with the cached result.
     pub fn check(&self, list: &NetworkList, att: &Attachment) -> Result<()> {
+        let _shared = self.cache.lock_network(&list.name, false)?;
         if !version::at_least(&list.cni_version, "0.4.0") {
             return Err(Error::incompatible(format!(
                 "configuration version {:?} does not support the CHECK command",
@@ -154,6 +156,12 @@ impl Runtime {
     /// DEL: every plugin in reverse order with the cached result (from
     /// 0.4.0), then the cache entry is removed. A broken cache never blocks.
     pub fn del(&self, list: &NetworkList, att: &Attachment) -> Result<()> {
+        let _shared = self.cache.lock_network(&list.name, false)?;
+        self.del_locked(list, att)
+    }
+
+    /// DEL under the network's lock (taken by the caller).
+    fn del_locked(&self, list: &NetworkList, att: &Attachment) -> Result<()> {
         let prev = if version::at_least(&list.cni_version, "0.4.0") {
             self.cached_result(list, att)
         } else {
@@ -176,6 +184,11 @@ impl Runtime {
         if list.disable_gc {
             return Ok(());
         }
+        // Exclusive: an ADD in flight (shared) has its lease but not yet its
+        // cache entry, and would be collected as stale; its address would
+        // then go to the next container too.
+        let _exclusive = self.cache.lock_network(&list.name, true)?;
+        self.cache.remove_temps(&list.name);
         let entries = self.cache.entries(&list.name);
         let valid = valid.unwrap_or_else(|| {
             entries
@@ -209,7 +222,7 @@ impl Runtime {
                 cni_args: e.cni_args.clone(),
                 capability_args: e.capability_args.clone(),
             };
-            errs.collect(self.del(list, &att));
+            errs.collect(self.del_locked(list, &att));
         }
         if version::at_least(&list.cni_version, "1.1.0") {
             let valid = serde_json::to_value(&valid).unwrap_or(Value::Null);

@@ -1565,6 +1565,10 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
     let live = format!("nuage-demo-{live_tag}-node");
     // A namespace someone else named nuage-demo-*: not a demo's.
     let foreign = "nuage-demo-admin".to_string();
+    // The lock alone of a demo killed before it named anything: removed.
+    let orphan = "/run/nuage/demo/4194398.0000cafe.lock";
+    std::fs::create_dir_all("/run/nuage/demo").unwrap();
+    std::fs::write(orphan, "").unwrap();
     std::fs::create_dir_all("/run/nuage/demo").unwrap();
     let lock_file = format!("/run/nuage/demo/{live_tag}.lock");
     let lock = std::fs::File::create(&lock_file).unwrap();
@@ -1605,6 +1609,7 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
         Path::new("/run/netns").join(&foreign).exists(),
         "a namespace no demo made is kept"
     );
+    assert!(!Path::new(orphan).exists(), "a dead demo's lock is removed");
     // Nothing of a demo whose process is gone is left (tags: `<pid>.<n>`).
     let alive = |pid: &str| Path::new("/proc").join(pid).exists();
     let left: Vec<String> = std::fs::read_dir("/run/netns")
@@ -1619,6 +1624,51 @@ fn demo_survives_a_closed_stdout_and_removes_leftovers() {
         })
         .collect();
     assert!(left.is_empty(), "demo namespaces left: {left:?}");
+}
+
+/// `nuage gc` waits for an ADD in flight on the network: the ADD's plugins
+/// have run (its lease exists) before its cache entry is written, and a GC
+/// in between would DEL it as stale, its address then going to the next
+/// container as well.
+#[test]
+fn gc_waits_for_an_add_in_flight() {
+    let rt = Rt::new("nuage-gc-race");
+    let ctr = rt.host.container("c");
+    let started = rt.rec.join("slow-started");
+    rt.add_script(
+        "slow",
+        &format!(
+            "#!/bin/sh\ncat >/dev/null\nif [ \"$CNI_COMMAND\" = ADD ]; then : > {}; sleep 1; \
+             echo '{{\"cniVersion\":\"1.0.0\"}}'; fi\nexit 0\n",
+            started.display()
+        ),
+    );
+    rt.write_conf(
+        "10-g.conflist",
+        &list("1.1.0", "g", json!([{"type": "rec-a"}, {"type": "slow"}])),
+    );
+    std::thread::scope(|s| {
+        let add = s.spawn(|| rt.verb("add", "g", ctr.path_str(), "g1", &[]));
+        netns_tests::cni::wait_until("the ADD in its slow plugin", || started.exists());
+        rt.nuage(&["gc", "g"], &[]).assert_success();
+        add.join().unwrap().assert_success();
+    });
+    let calls = rt.take_calls();
+    assert!(
+        !calls.iter().any(|c| c.cmd == "DEL"),
+        "gc took the ADD in flight for stale: {:?}",
+        seq(&calls)
+    );
+    // The plugins' GC counts it among the valid attachments (or host-local
+    // would release its lease).
+    let gc = calls.iter().find(|c| c.cmd == "GC").expect("GC sent");
+    assert_eq!(
+        gc.stdin["cni.dev/valid-attachments"],
+        json!([{"containerID": "g1", "ifname": "eth0"}]),
+        "{:?}",
+        gc.stdin
+    );
+    assert!(rt.cache_file("g", "g1", "eth0").exists());
 }
 
 /// Cache entries written by libcni < 1.2 (this machine's 1.1.2, containerd
