@@ -506,7 +506,7 @@ fn check_env(cmd: Option<Command>, env: &impl Fn(&str) -> Option<String>) -> Res
 /// EINVAL after a move to another namespace already happened. DEL and CHECK
 /// do not refuse them: nothing can have been created under such a name.
 pub fn validate_new_ifname(name: &str) -> Result<()> {
-    if name == "all" || name == "default" || name.contains('%') {
+    if !kernel_takes_as_is(name) {
         return Err(
             Error::env(format!("interface name {name:?} is reserved by the kernel")).with_details(
                 "CNI_IFNAME may not be \"all\" or \"default\" or contain '%': choose another name",
@@ -514,6 +514,14 @@ pub fn validate_new_ifname(name: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether the kernel names a link created or renamed as `name` exactly
+/// that (see [`validate_new_ifname`]): no '%' template, not `all` or
+/// `default`. Also for the other names a plugin gives links (a bridge, a
+/// shim).
+pub fn kernel_takes_as_is(name: &str) -> bool {
+    name != "all" && name != "default" && !name.contains('%')
 }
 
 /// The kernel's interface name rules (IFNAMSIZ, no '/', ':' or whitespace).

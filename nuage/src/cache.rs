@@ -117,11 +117,7 @@ impl Cache {
                 .strip_prefix(&prefix)
                 .and_then(|rest| rest.rsplit_once(".tmp"))
                 .and_then(|(_, pid)| pid.parse::<i32>().ok());
-            let gone = pid.is_some_and(|p| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
-                    == Err(nix::errno::Errno::ESRCH)
-            });
-            if gone {
+            if pid.is_some_and(crate::process_gone) {
                 let _ = fs::remove_file(e.path());
             }
         }

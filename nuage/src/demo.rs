@@ -186,12 +186,7 @@ fn dead(tag: &str) -> Option<Option<fs::File>> {
                 Ok(f) => f.try_lock().ok().map(|()| Some(f)),
             }
         }
-        None if digits(tag) => {
-            let pid = tag.parse::<i32>().ok()?;
-            (nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-                == Err(nix::errno::Errno::ESRCH))
-            .then_some(None)
-        }
+        None if digits(tag) => crate::process_gone(tag.parse().ok()?).then_some(None),
         _ => None,
     }
 }

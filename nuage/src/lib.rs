@@ -20,6 +20,12 @@ use serde_json::{json, Map, Value};
 pub use cache::Cache;
 pub use conf::NetworkList;
 
+/// Whether process `pid` no longer exists (in this PID namespace): a killed
+/// writer's temp file, a bare-pid demo's leftovers.
+pub(crate) fn process_gone(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH)
+}
+
 /// Where plugins are when `CNI_PATH` does not say (libcni's convention).
 pub const DEFAULT_CNI_PATH: &str = "/opt/cni/bin";
 

@@ -108,12 +108,13 @@ impl Conf {
             });
         }
         // Kernel quirks as for CNI_IFNAME (see skel::validate_new_ifname):
-        // a '%' makes the name a template (each ADD would create another
-        // bridge), `all` and `default` are the sysctl directories' names.
+        // with a '%' template each ADD would create another bridge.
         if br.br_name.is_empty()
             || br.br_name.len() > 15
-            || br.br_name.contains(['/', ':', ' ', '%'])
-            || [".", "..", "all", "default"].contains(&br.br_name.as_str())
+            || br.br_name.contains(['/', ':', ' '])
+            || br.br_name == "."
+            || br.br_name == ".."
+            || !nuage_core::skel::kernel_takes_as_is(&br.br_name)
         {
             return Err(
                 Error::config(format!("invalid bridge name {:?}", br.br_name)).with_details(

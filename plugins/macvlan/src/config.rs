@@ -127,9 +127,8 @@ impl Conf {
                     fail("needs IPAM: the shim routes the containers' addresses")?;
                 }
                 let mut name = s.name.unwrap_or_else(|| default_shim_name(&a.conf.name));
-                if nuage_core::skel::validate_ifname(&name)
-                    .and_then(|()| nuage_core::skel::validate_new_ifname(&name))
-                    .is_err()
+                if nuage_core::skel::validate_ifname(&name).is_err()
+                    || !nuage_core::skel::kernel_takes_as_is(&name)
                 {
                     if strict {
                         return Err(Error::config(format!(

@@ -929,20 +929,9 @@ fn a_read_only_proc_sys_does_not_fail_a_shim() {
     let c = conf("1.0.0", json!({"hostShim": {"name": "mvshro0"}}));
     let ro = cni::with_read_only_proc_sys(&host, &ours());
     let ctr = host.container("c1");
-    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
-    out.assert_success();
-    let res = out.expect_json().clone();
-    assert!(host.netns().ping(&ip_of(&res, 0)), "{out}");
-    cni(
-        &host,
-        &ro,
-        "DEL",
-        "c1",
-        Some(ctr.path_str()),
-        &with_prev(&c, &res),
-        &[],
-    )
-    .assert_success();
+    let res = add_ok(&host, &ro, "c1", &ctr, &c);
+    assert!(host.netns().ping(&ip_of(&res, 0)), "{res}");
+    del_ok(&host, &ro, "c1", Some(ctr.path_str()), &with_prev(&c, &res));
     assert!(
         host.netns().link("mvshro0").is_none(),
         "the shim goes with its last container"
@@ -996,20 +985,9 @@ fn a_read_only_proc_sys_does_not_fail_add() {
     );
     let ro = cni::with_read_only_proc_sys(&host, &ours());
     let ctr = host.container("c1");
-    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
-    out.assert_success();
-    let res = out.expect_json().clone();
-    assert!(ctr.ping("10.40.0.254") && ctr.ping("fd42::1"), "{out}");
-    cni(
-        &host,
-        &ro,
-        "DEL",
-        "c1",
-        Some(ctr.path_str()),
-        &with_prev(&c, &res),
-        &[],
-    )
-    .assert_success();
+    let res = add_ok(&host, &ro, "c1", &ctr, &c);
+    assert!(ctr.ping("10.40.0.254") && ctr.ping("fd42::1"), "{res}");
+    del_ok(&host, &ro, "c1", Some(ctr.path_str()), &with_prev(&c, &res));
 }
 
 #[test]
