@@ -233,9 +233,10 @@ fn del_unused_bridge(name: &str) -> Result<()> {
 
 /// The veth pair, in one request: the container end (`ifname`, with the
 /// requested MAC and MTU, down) created directly in the container
-/// namespace, the host end (`veth<8 hex>`) up and a port of the bridge; then
-/// the host end gets `accept_ra=0`, IPv6 off and the port flags. Returns
-/// the host end; [`container_up`] brings the container end up.
+/// namespace, the host end (`veth<8 hex>`) down and a port of the bridge;
+/// then the host end gets `accept_ra=0`, IPv6 off, comes up, and gets the
+/// port flags. Returns the host end; [`container_up`] brings the container
+/// end up.
 pub fn create_veth(
     host: &mut Netlink,
     ns: &NetNs,
@@ -250,7 +251,8 @@ pub fn create_veth(
         mtu: (conf.br.mtu != 0).then_some(conf.br.mtu),
         peer_mac: conf.mac,
         peer_netns: Some(ns),
-        up: true,
+        // Down until `disable_ipv6` is written (below).
+        up: false,
         controller: Some(br.index),
         // One queue per end instead of one per CPU: see `VethSpec`.
         queues: Some(1),
@@ -276,10 +278,20 @@ pub fn create_veth(
     // reached (the bridge takes every frame), and each port's link-local
     // and multicast routes sit in one FIB node shared by all ports: adding
     // them walks the siblings and the FIB, O(ports) per container.
+    //
+    // Kernel quirk: the `disable_ipv6` handler only try-locks RTNL and,
+    // while another holds it, restarts the write(2) at once: a busy loop.
+    // A veth that is up when it joins the bridge queues an urgent
+    // linkwatch event, whose kworker takes RTNL right then, often on our
+    // CPU, which the loop keeps from it: up to 2 ms here, 10-25 % of the
+    // median ADD. A link that is down queues no urgent event, so the host
+    // end comes up only after the write (one more request, ~30 us).
     if let Some(v6) = v6 {
         v6.write_best_effort(&hv.name, "accept_ra", "0")?;
         v6.write_best_effort(&hv.name, "disable_ipv6", "1")?;
     }
+    host.set_up(hv.index)?;
+    hv.flags_up = true;
     if conf.br.hairpin_mode || conf.br.port_isolation {
         host.set_bridge_port(
             hv.index,
