@@ -49,7 +49,9 @@ struct Opts {
     parallel: usize,
     jobs: usize,
     only: String,
-    /// Features of the (c) network: `masq`, `spoof`, both (`masq,spoof`) or `none`.
+    /// Features of the (c) network: `masq`, `spoof`, both (`masq,spoof`) or
+    /// `none`; with `nolinklocal`, ours also gets `"ipv6LinkLocal": false`
+    /// (a diagnostic: the reference has no such key and ignores it).
     fill_conf: String,
     /// Run (c) for ours only.
     fill_ours_only: bool,
@@ -468,9 +470,18 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
     for im in which {
         ctrs.push(ns.create(&format!("fill-{}", im.label), n, false)?);
     }
+    let no_link_local = o.fill_conf.contains("nolinklocal");
     let confs: Vec<String> = which
         .iter()
-        .map(|im| im.conf("benchfill", "br-fill", "10.202.0.0/16", masq, spoof))
+        .map(|im| {
+            let conf = im.conf("benchfill", "br-fill", "10.202.0.0/16", masq, spoof);
+            if !no_link_local {
+                return conf;
+            }
+            let mut v: Value = serde_json::from_str(&conf).expect("conf() gives JSON");
+            v["ipv6LinkLocal"] = json!(false);
+            v.to_string()
+        })
         .collect();
     // One step for each implementation, in turn: `cmd` for container `i`.
     let step = |cmd: &str, i: usize, out: &mut Vec<Vec<Duration>>| -> Res<()> {
@@ -500,6 +511,11 @@ fn fill(o: &Opts, impls: &[Impl; 2], ns: &Namespaces) -> Res<bool> {
         (true, false) => "ipMasq",
         (false, true) => "macspoofchk",
         (false, false) => "no ipMasq, no macspoofchk",
+    };
+    let features = if no_link_local {
+        format!("{features}; ours without IPv6 link-local")
+    } else {
+        features.to_string()
     };
     let pace = match o.fill_pace {
         Duration::ZERO => String::new(),
