@@ -782,17 +782,15 @@ fn del_with_the_hosts_own_netns_touches_nothing_there() {
     );
 }
 
+/// Network `l2net` on bridge `br-l2`, without IPAM (L2 mode), with `extra`.
+fn l2_net(host: &Host, extra: Value) -> Value {
+    net(host, "1.0.0", "l2net", "br-l2", None, extra)
+}
+
 #[test]
 fn del_of_an_l2_attachment_and_of_one_never_added() {
     let host = setup("life-del-l2");
-    let l2 = net(
-        &host,
-        "1.0.0",
-        "l2net",
-        "br-l2",
-        None,
-        json!({"macspoofchk": true}),
-    );
+    let l2 = l2_net(&host, json!({"macspoofchk": true}));
     let ctr = host.container("c");
     let res = add(&host, &ctr, "l2", &l2);
     assert!(res.get("ips").is_none(), "{res}");
@@ -804,6 +802,32 @@ fn del_of_an_l2_attachment_and_of_one_never_added() {
     let c = full(&host, "1.0.0");
     del(&host, Some(ctr.path_str()), "never", &c);
     del(&host, None, "never", &c);
+}
+
+/// `disableContainerInterface` (L2 only): the container end stays down,
+/// while the host end comes up as for any ADD (created down, brought up
+/// after its IPv6 sysctls): up, a port of the bridge, IPv6 off,
+/// `accept_ra=0`. DEL removes the pair.
+#[test]
+fn disable_container_interface_leaves_only_the_container_end_down() {
+    let host = setup("life-dci");
+    let l2 = l2_net(&host, json!({"disableContainerInterface": true}));
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "dci", &l2);
+    let eth0 = ctr.link("eth0").expect("container end");
+    assert!(!has_flag(&eth0, "UP"), "{eth0}");
+    let veth = host_veth(&res);
+    let hv = host_link(&host, &veth);
+    assert!(has_flag(&hv, "UP"), "{hv}");
+    assert_eq!(ports_of(&host, "br-l2"), [veth.as_str()]);
+    let sys = |k: &str| host.sysctl(host.netns(), &format!("net/ipv6/conf/{veth}/{k}"));
+    assert_eq!(
+        (sys("disable_ipv6"), sys("accept_ra")),
+        ("1".into(), "0".into())
+    );
+    del(&host, Some(ctr.path_str()), "dci", &l2);
+    assert_eq!(ctr.link_names(), ["lo"]);
+    assert!(host.netns().link(&veth).is_none());
 }
 
 /// Puts an `nft` wrapper first in `PATH` that logs each invocation (its
