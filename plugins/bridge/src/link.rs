@@ -180,8 +180,14 @@ fn pin_mac(host: &mut Netlink, br: &mut Link) {
     if kind == sysfs::NET_ADDR_SET {
         return;
     }
+    // Its own MAC, which containers may have in their ARP caches. Unless
+    // zero (the kernel zeroes it when the last port leaves) or the bridge
+    // has no port: no container knows its MAC then, and pinning a portless
+    // bridge's own MAC hits a kernel quirk: the bridge id stays unset (only
+    // a MAC change sets it), and the bridge's operstate UNKNOWN for good.
+    let has_ports = host.ports_of(br.index).map_or(true, |p| !p.is_empty());
     let mac = match br.mac {
-        Some(m) if m != [0; 6] => m,
+        Some(m) if m != [0; 6] && has_ports => m,
         _ => bridge_mac(&br.name),
     };
     match host.set_mac(br.index, mac) {
@@ -514,5 +520,52 @@ pub fn check_links(
             peer.name, a.ifname
         )));
     }
+    check_recorded_host_end(host, prev, name, &a.ifname, &peer)?;
     Ok((peer.name, cv.mac.unwrap_or_default()))
+}
+
+/// As the reference: every host-side interface the result records (no
+/// sandbox, neither the bridge nor the container's) must exist under its
+/// name, and one of them must be `peer`, the host end of the container's
+/// veth, with the recorded MAC. So a host end renamed, or given another
+/// MAC, fails CHECK.
+fn check_recorded_host_end(
+    host: &mut Netlink,
+    prev: &CniResult,
+    bridge: &str,
+    ifname: &str,
+    peer: &Link,
+) -> Result<()> {
+    let mut found = false;
+    for i in prev
+        .interfaces
+        .iter()
+        .filter(|i| i.sandbox.is_empty() && i.name != bridge && i.name != ifname)
+    {
+        let Some(l) = host.link_by_name(&i.name)? else {
+            return Err(Error::internal(format!(
+                "host interface {} (in prevResult) not found",
+                i.name
+            ))
+            .with_details(format!("the host end of {ifname} is now {}", peer.name)));
+        };
+        if l.index != peer.index {
+            continue;
+        }
+        let mac = l.mac.map(|m| MacAddr(m).to_string()).unwrap_or_default();
+        if !i.mac.is_empty() && !i.mac.eq_ignore_ascii_case(&mac) {
+            return Err(Error::internal(format!(
+                "host interface {} MAC is {mac}, the result says {}",
+                i.name, i.mac
+            )));
+        }
+        found = true;
+    }
+    if !found {
+        return Err(Error::internal(format!(
+            "prevResult does not record {}, the host end of {ifname}",
+            peer.name
+        )));
+    }
+    Ok(())
 }

@@ -486,6 +486,8 @@ fn a_read_only_proc_sys_does_not_fail_add() {
 fn a_bridge_made_by_someone_else_gets_its_mac_pinned() {
     let host = setup("life-pin");
     let h = host.netns();
+    let plain =
+        |name: &str, br: &str, subnet: &str| net(&host, "1.0.0", name, br, Some(subnet), json!({}));
     let mac = |br: &str| h.link(br).unwrap()["address"].as_str().unwrap().to_string();
     let assign_type = |br: &str| {
         h.exec_ok("cat", &[&format!("/sys/class/net/{br}/addr_assign_type")])
@@ -511,14 +513,7 @@ fn a_bridge_made_by_someone_else_gets_its_mac_pinned() {
     assert_eq!(mac("br-pin"), "02:00:00:00:00:01");
     assert_ne!(assign_type("br-pin"), "3", "the kernel's choice");
 
-    let c = net(
-        &host,
-        "1.0.0",
-        "pinnet",
-        "br-pin",
-        Some("10.97.0.0/24"),
-        json!({}),
-    );
+    let c = plain("pinnet", "br-pin", "10.97.0.0/24");
     let ctr = host.container("c1");
     let res = add(&host, &ctr, "c1", &c);
     assert_eq!(res["interfaces"][0]["mac"], "02:00:00:00:00:01");
@@ -537,14 +532,7 @@ fn a_bridge_made_by_someone_else_gets_its_mac_pinned() {
     h.ip(&["link", "set", "zp0", "master", "br-zero"]);
     h.ip(&["link", "set", "zp0", "nomaster"]);
     assert_eq!(mac("br-zero"), "00:00:00:00:00:00");
-    let z = net(
-        &host,
-        "1.0.0",
-        "zeronet",
-        "br-zero",
-        Some("10.98.0.0/24"),
-        json!({}),
-    );
+    let z = plain("zeronet", "br-zero", "10.98.0.0/24");
     let res = add(&host, &ctr, "c2", &z);
     let pinned = mac("br-zero");
     assert_ne!(pinned, "00:00:00:00:00:00");
@@ -553,6 +541,27 @@ fn a_bridge_made_by_someone_else_gets_its_mac_pinned() {
     check(&host, &ctr, "c2", &z, &res).assert_success();
     del(&host, Some(ctr.path_str()), "c2", &with_prev(&z, &res));
     assert_eq!(mac("br-zero"), pinned, "no port left, still pinned");
+
+    // A bridge that never had a port (the kernel's random MAC, up): it gets
+    // the stable MAC too, and comes up (operstate) once our port is on it.
+    // Kernel quirk: pinning its own MAC would leave its bridge id unset, and
+    // its operstate UNKNOWN for good.
+    h.ip(&["link", "add", "br-new", "type", "bridge"]);
+    h.ip(&["link", "set", "br-new", "up"]);
+    let random = mac("br-new");
+    let n = plain("newnet", "br-new", "10.99.0.0/24");
+    let res = add(&host, &ctr, "c3", &n);
+    let pinned = mac("br-new");
+    assert!(pinned != random && pinned.starts_with("02:"), "{pinned}");
+    assert_eq!(res["interfaces"][0]["mac"], pinned.as_str());
+    let operstate = || h.exec_ok("cat", &["/sys/class/net/br-new/operstate"]);
+    // Linkwatch runs the bridge's (non-urgent) events within a second.
+    let up = (0..30).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        operstate().trim() == "up"
+    });
+    assert!(up, "br-new operstate {}", operstate().trim());
+    del(&host, Some(ctr.path_str()), "c3", &with_prev(&n, &res));
 }
 
 /// Starts ADD of `conf` for `cid` in the background (`path`: its `PATH`
@@ -1063,6 +1072,23 @@ fn check_passes_after_add_and_names_what_was_damaged() {
     let e = err(&check(&host, &ctr, "nomaster", &c, &res), 999);
     assert!(e.contains("promisc"), "{e}");
     host.netns().ip(&["link", "set", BR, "promisc", "off"]);
+
+    // The host veth renamed, or given another MAC: as the reference, the
+    // host end the result records must be there, with its MAC.
+    let (ctr, res) = fresh("hostmac");
+    let veth = host_veth(&res);
+    host.netns()
+        .ip(&["link", "set", &veth, "address", "02:00:00:00:00:77"]);
+    let e = err(&check(&host, &ctr, "hostmac", &c, &res), 999);
+    assert!(e.contains(&veth) && e.contains("MAC"), "{e}");
+    let (ctr, res) = fresh("hostname");
+    let veth = host_veth(&res);
+    let h = host.netns();
+    h.ip(&["link", "set", &veth, "down"]);
+    h.ip(&["link", "set", &veth, "name", "renamed0"]);
+    h.ip(&["link", "set", "renamed0", "up"]);
+    let e = err(&check(&host, &ctr, "hostname", &c, &res), 999);
+    assert!(e.contains(&veth) && e.contains("not found"), "{e}");
 
     // The default route removed (a network with isDefaultGateway).
     let dg = net(
