@@ -1537,6 +1537,51 @@ fn demo_runs_and_cleans_up() {
     assert!(left.is_empty(), "demo namespaces left: {left:?}");
 }
 
+/// A step that fails (here the bridge plugin's ADD) makes the demo say
+/// which and exit non-zero, after removing what it made.
+#[test]
+fn demo_fails_loudly_and_cleans_up_when_a_plugin_fails() {
+    require_root();
+    let host = Host::new("nuage-demo-fail");
+    let bin_dir = host.dir().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    for p in ["loopback", "host-local"] {
+        symlink(bin(p), bin_dir.join(p)).unwrap();
+    }
+    let bridge = bin_dir.join("bridge");
+    std::fs::write(
+        &bridge,
+        "#!/bin/sh\n\
+         case \"$CNI_COMMAND\" in\n\
+         VERSION) echo '{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}';;\n\
+         ADD) echo '{\"cniVersion\":\"1.1.0\",\"code\":11,\"msg\":\"injected failure\"}'; exit 1;;\n\
+         esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bridge, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = host.run(
+        nuage_bin(),
+        &["demo"],
+        &[("CNI_PATH", bin_dir.to_str().unwrap())],
+        "",
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        all.contains("bridge") && all.contains("injected failure"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("demo complete"), "{out}");
+    let made: Vec<&str> = all
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ':')
+        .filter(|w| w.starts_with("/run/netns/nuage-demo-"))
+        .collect();
+    assert!(!made.is_empty(), "the demo names its namespaces: {out}");
+    for p in &made {
+        assert!(!Path::new(p).exists(), "{p} left behind");
+    }
+}
+
 /// The demo cleans up when its output goes away mid-run (`| head -1`: a
 /// write error, not an abort), and removes what demos killed before their
 /// cleanup left (their lock free, or missing for older demos), but not what

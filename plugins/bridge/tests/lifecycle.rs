@@ -36,6 +36,16 @@ fn full(host: &Host, version: &str) -> Value {
     )
 }
 
+/// A host (`tag`) with one attachment `cid` of [`full`] (1.0.0), in
+/// container `c`: the host, the config, the container, the ADD result.
+fn one_attached(tag: &str, cid: &str) -> (Host, Value, Netns, Value) {
+    let host = setup(tag);
+    let c = full(&host, "1.0.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, cid, &c);
+    (host, c, ctr, res)
+}
+
 /// Everything of attachment `cid` (ADD result `res`) is gone from the host:
 /// its veth, its lease, its nft elements (by IP, host veth and comment).
 #[track_caller]
@@ -81,10 +91,7 @@ fn assert_attachment_present(host: &Host, cid: &str, res: &Value) {
 
 #[test]
 fn del_is_idempotent() {
-    let host = setup("life-del-twice");
-    let c = full(&host, "1.0.0");
-    let ctr = host.container("c");
-    let res = add(&host, &ctr, "c1", &c);
+    let (host, c, ctr, res) = one_attached("life-del-twice", "c1");
     assert_attachment_present(&host, "c1", &res);
 
     let with = with_prev(&c, &res);
@@ -217,6 +224,43 @@ fn a_del_never_takes_another_containers_spoof_check() {
 /// other forms of Go's net.ParseMAC, an empty MAC is none and only the
 /// winning MAC source is read; and a DEL is not refused for what only ADD
 /// checks.
+/// The reference's defaults and MAC sources: no `bridge` key means `cni0`;
+/// `CNI_ARGS` `MAC=` sets the container MAC, `args.cni.mac` wins over it,
+/// and `runtimeConfig.mac` over both.
+#[test]
+fn default_bridge_name_and_mac_sources() {
+    let host = setup("life-defaults");
+    let mut c = net(
+        &host,
+        "1.0.0",
+        "defnet",
+        "x",
+        Some("10.93.0.0/24"),
+        json!({}),
+    );
+    c.as_object_mut().unwrap().remove("bridge");
+    let ctr = host.container("c");
+    let mac_of = |res: &Value| res["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    let run = |cid: &str, conf: &Value, cni_args: &str| {
+        let (res, _) = add_with(&host, &ctr, cid, conf, &[("CNI_ARGS", cni_args)]);
+        let eth0 = ctr.link("eth0").expect("eth0");
+        assert_eq!(eth0["address"].as_str().unwrap(), mac_of(&res), "{res}");
+        let mac = mac_of(&res);
+        del(&host, Some(ctr.path_str()), cid, &with_prev(conf, &res));
+        (res, mac)
+    };
+    let (res, mac) = run("m1", &c, "IgnoreUnknown=1;MAC=02:00:00:00:aa:01");
+    assert_eq!(res["interfaces"][0]["name"], "cni0", "{res}");
+    assert_eq!(mac, "02:00:00:00:aa:01");
+    let mut args = c.clone();
+    args["args"] = json!({"cni": {"mac": "02:00:00:00:aa:02"}});
+    let (_, mac) = run("m2", &args, "IgnoreUnknown=1;MAC=02:00:00:00:aa:01");
+    assert_eq!(mac, "02:00:00:00:aa:02");
+    args["runtimeConfig"] = json!({"mac": "02:00:00:00:aa:03"});
+    let (_, mac) = run("m3", &args, "IgnoreUnknown=1;MAC=02:00:00:00:aa:01");
+    assert_eq!(mac, "02:00:00:00:aa:03");
+}
+
 #[test]
 fn configs_as_go_reads_them() {
     let host = setup("life-go-conf");
@@ -247,20 +291,14 @@ fn configs_as_go_reads_them() {
     macs["runtimeConfig"] = json!({"mac": "0E-00-00-00-00-0A"});
     macs["args"] = json!({"cni": {"mac": ""}});
     let c2 = host.container("c2");
-    let out = cni(
+    let (res, _) = add_with(
         &host,
-        &ours(),
-        "ADD",
+        &c2,
         "c2",
-        Some(c2.path_str()),
         &macs,
         &[("CNI_ARGS", "IgnoreUnknown=1;MAC=zz")],
     );
-    out.assert_success();
-    assert_eq!(
-        out.expect_json()["interfaces"][2]["mac"],
-        "0e:00:00:00:00:0a"
-    );
+    assert_eq!(res["interfaces"][2]["mac"], "0e:00:00:00:00:0a");
     let mut dotted = macs.clone();
     dotted["runtimeConfig"] = json!({"mac": "0e00.0000.000b"});
     let c3 = host.container("c3");
@@ -668,10 +706,7 @@ fn del_with_the_veth_already_deleted() {
 
 #[test]
 fn del_without_prev_result_finds_everything_from_the_container() {
-    let host = setup("life-del-noprev");
-    let c = full(&host, "1.0.0");
-    let ctr = host.container("c");
-    let res = add(&host, &ctr, "np", &c);
+    let (host, c, ctr, res) = one_attached("life-del-noprev", "np");
     del(&host, Some(ctr.path_str()), "np", &c);
     assert_attachment_gone(&host, "np", &res);
     assert_eq!(ctr.link_names(), ["lo"]);
@@ -681,10 +716,7 @@ fn del_without_prev_result_finds_everything_from_the_container() {
 fn del_with_a_prev_result_that_is_not_an_object_still_releases_everything() {
     // ADD and CHECK refuse it (code 6); DEL must not: the reference's
     // DEL fails on it and leaks the lease.
-    let host = setup("life-del-badprev");
-    let c = full(&host, "1.0.0");
-    let ctr = host.container("c");
-    let res = add(&host, &ctr, "bp", &c);
+    let (host, c, ctr, res) = one_attached("life-del-badprev", "bp");
     let bad = merge(c.clone(), json!({"prevResult": "10.0.0.2/24"}));
     del(&host, Some(ctr.path_str()), "bp", &bad);
     assert_attachment_gone(&host, "bp", &res);
@@ -695,10 +727,7 @@ fn del_with_a_prev_result_that_is_not_an_object_still_releases_everything() {
 fn del_under_a_config_that_add_refuses_releases_everything() {
     // vlanTrunk is refused by ADD on this kernel (and an entry with an
     // extra key is accepted by the reference's decoder); a bad MTU, too.
-    let host = setup("life-del-oddconf");
-    let c = full(&host, "1.0.0");
-    let ctr = host.container("c");
-    let res = add(&host, &ctr, "oc", &c);
+    let (host, c, ctr, res) = one_attached("life-del-oddconf", "oc");
     let odd = merge(
         c.clone(),
         // Keys the reference v1.1.1 does not read, with values ours cannot
@@ -751,6 +780,41 @@ fn del_without_nft_of_a_config_add_refused_succeeds() {
         &odd.to_string(),
     );
     out.assert_success();
+}
+
+/// DEL collects errors instead of stopping at the first: with a CNI_NETNS
+/// that is not a network namespace it fails (code 8, as the reference),
+/// yet the host-side cleanup, which needs no netns, is done: the lease
+/// and the nftables elements go.
+#[test]
+fn del_that_cannot_enter_the_netns_still_cleans_the_host_side() {
+    let (host, c, ctr, res) = one_attached("life-del-collect", "dc");
+    let c = with_prev(&c, &res);
+    // Not empty: an empty file is what an unmounted netns leaves, taken as
+    // a netns gone (host-side cleanup only, success).
+    let not_ns = host.write_file("not-a-netns", "not a netns");
+    let out = cni(
+        &host,
+        &ours(),
+        "DEL",
+        "dc",
+        Some(not_ns.to_str().unwrap()),
+        &c,
+        &[],
+    );
+    let msg = err(&out, 8);
+    assert!(msg.contains("not-a-netns"), "{msg}");
+    let ip = ip_of(&res, 0);
+    assert!(!leases(&host, NET).contains(&ip), "lease {ip} left");
+    assert!(
+        nft_elements_with(&host, "/dc/").is_empty(),
+        "{:?}",
+        nft_elements(&host)
+    );
+    // The right netns then: the veth goes too.
+    del(&host, Some(ctr.path_str()), "dc", &c);
+    assert_attachment_gone(&host, "dc", &res);
+    assert_eq!(ctr.link_names(), ["lo"]);
 }
 
 #[test]
@@ -1142,6 +1206,52 @@ fn nft_cmd(host: &Host, cmd: &str) {
     host.netns().exec_ok("nft", &["-f", file.to_str().unwrap()]);
 }
 
+/// ADD, CHECK, DEL and GC change no table but ours: an administrator's
+/// `inet` table with a nat chain and an iptables-nft `ip nat` table are
+/// the same, rule for rule, after them.
+#[test]
+fn foreign_nftables_tables_are_left_alone() {
+    let host = setup("life-foreign");
+    nft_cmd(
+        &host,
+        "table inet admin {\n\
+         chain post {\n\
+         type nat hook postrouting priority srcnat; policy accept;\n\
+         ip saddr 10.0.0.0/8 oifname \"eth9\" counter masquerade\n\
+         }\n\
+         }\n\
+         table ip nat {\n\
+         chain POSTROUTING {\n\
+         type nat hook postrouting priority srcnat; policy accept;\n\
+         ip saddr 10.95.0.0/24 counter return\n\
+         }\n\
+         }",
+    );
+    let foreign = || {
+        ["inet admin", "ip nat"].map(|t| {
+            let mut args = vec!["list", "table"];
+            args.extend(t.split(' '));
+            host.netns().exec_ok("nft", &args)
+        })
+    };
+    let before = foreign();
+    let mut c = full(&host, "1.1.0");
+    let ctr = host.container("c");
+    let res = add(&host, &ctr, "fa", &c);
+    check(&host, &ctr, "fa", &c, &res).assert_success();
+    assert_eq!(foreign(), before, "after ADD and CHECK");
+    c["cni.dev/valid-attachments"] = json!([]);
+    let out = host.run_plugin(
+        &ours(),
+        &[("CNI_COMMAND", "GC"), ("CNI_PATH", REFERENCE_DIR)],
+        &c.to_string(),
+    );
+    out.assert_success();
+    del(&host, Some(ctr.path_str()), "fa", &with_prev(&c, &res));
+    assert_attachment_gone(&host, "fa", &res);
+    assert_eq!(foreign(), before, "after GC and DEL");
+}
+
 // ---------------------------------------------------------------------------
 // GC and STATUS (1.1.0)
 // ---------------------------------------------------------------------------
@@ -1311,10 +1421,22 @@ fn status_is_ok_and_code_50_when_the_store_cannot_be_written() {
 /// container exactly as they were; returns the message.
 #[track_caller]
 fn add_fails_cleanly(host: &Host, ctr: &Netns, cid: &str, conf: &Value, code: u64) -> String {
+    add_fails_cleanly_with(host, ctr, cid, conf, code, &[])
+}
+
+/// [`add_fails_cleanly`] with `extra` environment variables.
+fn add_fails_cleanly_with(
+    host: &Host,
+    ctr: &Netns,
+    cid: &str,
+    conf: &Value,
+    code: u64,
+    extra: &[(&str, &str)],
+) -> String {
     let network = conf["name"].as_str().unwrap_or("");
     let before = Snapshot::take(host, network, ctr);
     let mtus = link_mtus(host);
-    let out = cni(host, &ours(), "ADD", cid, Some(ctr.path_str()), conf, &[]);
+    let out = cni(host, &ours(), "ADD", cid, Some(ctr.path_str()), conf, extra);
     let msg = err(&out, code);
     before.assert_unchanged(host, network, ctr, &format!("ADD {cid} ({msg})"));
     assert_eq!(link_mtus(host), mtus, "ADD {cid}: link MTUs changed");
@@ -1333,8 +1455,12 @@ fn link_mtus(host: &Host) -> Vec<String> {
     v
 }
 
+/// In-process IPAM runs before any link exists: an exhausted range fails
+/// the ADD with nothing to undo but what the test checks is left as it was.
+/// With an IPAM run from `CNI_PATH` the failure comes after the veth (and
+/// the bridge) exist, and both go.
 #[test]
-fn rollback_when_ipam_is_exhausted_after_the_veth_exists() {
+fn rollback_when_ipam_is_exhausted() {
     let host = setup("life-exhaust");
     // A /30 has one usable address (the gateway is skipped).
     let c = net(
@@ -1358,9 +1484,14 @@ fn rollback_when_ipam_is_exhausted_after_the_veth_exists() {
     assert_eq!(ports_of(&host, BR), [host_veth(&r1)]);
     assert!(reaches(&c1, "10.91.0.1"));
 
-    // Now an ADD that creates its bridge and then finds the range full (the
-    // only address taken by another host-local user of the store).
-    let c = net(
+    // Now an ADD that creates its bridge and its veth, brings the container
+    // end up, and then finds the range full (the only address taken by
+    // another host-local user of the store): its IPAM, the reference's
+    // host-local under another name, runs from CNI_PATH, after the links.
+    let bin = host.dir().join("exec-ipam");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(require_reference("host-local"), bin.join("hl-exec")).unwrap();
+    let mut c = net(
         &host,
         "1.0.0",
         "exhnet",
@@ -1380,8 +1511,17 @@ fn rollback_when_ipam_is_exhausted_after_the_veth_exists() {
     );
     out.assert_success();
     assert_eq!(leases(&host, "exhnet"), ["10.92.0.2"]);
+    c["ipam"]["type"] = json!("hl-exec");
     let c3 = host.container("c3");
-    add_fails_cleanly(&host, &c3, "c3", &c, 110);
+    let msg = add_fails_cleanly_with(
+        &host,
+        &c3,
+        "c3",
+        &c,
+        999,
+        &[("CNI_PATH", bin.to_str().unwrap())],
+    );
+    assert!(msg.contains("no IP addresses available"), "{msg}");
     assert!(
         host.netns().link("br-exh").is_none(),
         "the bridge this ADD created must go"
@@ -2150,7 +2290,14 @@ fn ip_masq_backend_iptables_is_served_by_nftables() {
     let mut c = full(&host, "1.0.0");
     c["ipMasqBackend"] = json!("iptables");
     let ctr = host.container("c");
-    let res = add(&host, &ctr, "ipt", &c);
+    let (res, out) = add_with(&host, &ctr, "ipt", &c, &[("NUAGE_LOG_LEVEL", "info")]);
+    // The log line saying so (info: the default stderr level, warn, is
+    // for what needs a look).
+    assert!(
+        out.stderr
+            .contains("ipMasqBackend \"iptables\" is served by nftables"),
+        "{out}"
+    );
     assert_attachment_present(&host, "ipt", &res);
     assert!(nft_table(&host, "inet").is_some());
     assert!(

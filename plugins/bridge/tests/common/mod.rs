@@ -84,6 +84,21 @@ pub fn add(host: &Host, ctr: &Netns, cid: &str, conf: &Value) -> Value {
     cni::add_ok(host, &ours(), cid, ctr, &conf.to_string())
 }
 
+/// Our ADD with `extra` environment variables, which must succeed; returns
+/// the result (and the output, for its stderr).
+#[track_caller]
+pub fn add_with(
+    host: &Host,
+    ctr: &Netns,
+    cid: &str,
+    conf: &Value,
+    extra: &[(&str, &str)],
+) -> (Value, PluginOutput) {
+    let out = cni(host, &ours(), "ADD", cid, Some(ctr.path_str()), conf, extra);
+    out.assert_success();
+    (out.expect_json().clone(), out)
+}
+
 /// Our DEL, which must succeed with nothing on stdout.
 #[track_caller]
 pub fn del(host: &Host, netns: Option<&str>, cid: &str, conf: &Value) {
