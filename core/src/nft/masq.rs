@@ -248,6 +248,7 @@ pub fn add(network: &str, subnets: &[IpNetwork], ips: &[IpAddr], att: &Attachmen
     if ips.is_empty() {
         return Ok(());
     }
+    let _writing = super::writers_lock(false)?;
     // Fast path: no chain is re-added and nothing deleted, which makes the
     // kernel's commit several times cheaper, and no nft runs (see the module
     // docs). Any
@@ -348,6 +349,7 @@ pub fn del(network: &str, ips: &[IpAddr]) -> Result<()> {
         "delete masquerade of {} (network {network:?}) from maps inet {TABLE} {MAP4}/{MAP6}",
         list_ips(ips)
     );
+    let _writing = super::writers_lock(false)?;
     nfnl::delete(&dels(ips), &op)
 }
 
@@ -517,6 +519,7 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
         .collect();
     let prefix = chain_prefix(network);
     let op = format!("garbage-collect masquerade of network {network:?} in table inet {TABLE}");
+    let _alone = super::writers_lock(true)?;
     let mut attempt = 0;
     loop {
         let Some(objs) = list_table("inet", &op)? else {

@@ -111,13 +111,33 @@ pub struct AttachmentRules<'a> {
     pub spoofchk: Option<(&'a str, [u8; 6])>,
 }
 
+/// The lock that makes a GC's list-then-delete one step for the other
+/// writers of our tables: [`masq::gc`] and [`spoofchk::gc`] hold it
+/// exclusive from listing a table to deleting what they found stale; the
+/// element changes of ADD and DEL hold it shared. Without it, between a
+/// GC's listing and its deletion, a DEL could free an address and an ADD
+/// hand it out again and add its element, which the GC then deleted (an
+/// element is deleted by key: its comment is not part of it), leaving a
+/// valid container unmasqueraded; and a DEL's deletion made the GC's
+/// fail (ENOENT). One file for the machine: GC is rare and short.
+///
+/// Equivalent to: `flock [-s] /run/nuage/nft.lock`
+pub(crate) fn writers_lock(exclusive: bool) -> Result<crate::flock::Lock> {
+    crate::flock::lock(Path::new("/run/nuage/nft.lock"), exclusive)
+}
+
 /// Adds `rules`: both fast paths in one NETLINK_NETFILTER batch (one
 /// kernel commit, no nft process); if that fails (first container of a
-/// network, stale elements), each part on its full path (nft).
+/// network, stale elements), each part on its full path (nft). Holds
+/// [`writers_lock`] shared.
 ///
 /// Equivalent to `nft -f -` with the `create element` lines of
 /// [`masq::add`] and [`spoofchk::add`].
 pub fn add(rules: &AttachmentRules) -> Result<()> {
+    if rules.masq.is_none() && rules.spoofchk.is_none() {
+        return Ok(());
+    }
+    let _writing = writers_lock(false)?;
     let mut batch = nfnl::Batch::new();
     if let Some((subnets, ips)) = rules.masq {
         masq::push_create(&mut batch, rules.network, subnets, ips, rules.att);
@@ -192,6 +212,10 @@ pub fn del(
     if let Some((port, macs)) = spoof {
         checked.extend(spoofchk::dels(port, macs)?);
     }
+    if checked.is_empty() {
+        return Ok(SpoofDel::default());
+    }
+    let _writing = writers_lock(false)?;
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
     let (foreign, absent) = nfnl::delete_commented(&checked, &comment, &op)?;

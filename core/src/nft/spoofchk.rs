@@ -172,6 +172,7 @@ fn base_rules() -> Vec<RuleSpec> {
 pub fn add(network: &str, host_ifname: &str, mac: [u8; 6], att: &Attachment) -> Result<()> {
     // Fast path (see `masq::add`): any failure falls through to the full
     // transaction, whose error is the one reported.
+    let _writing = super::writers_lock(false)?;
     let mut batch = Batch::new();
     push_create(&mut batch, network, host_ifname, mac, att)?;
     if batch
@@ -252,6 +253,7 @@ pub(crate) fn add_full(
 pub fn del(host_ifname: &str, mac: Option<[u8; 6]>) -> Result<()> {
     check_ifname(host_ifname)?;
     let op = format!("delete MAC spoof check of port {host_ifname} from table bridge {TABLE}");
+    let _writing = super::writers_lock(false)?;
     let macs: Vec<[u8; 6]> = match mac {
         Some(mac) => vec![mac],
         None => list()?
@@ -297,6 +299,7 @@ pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
         });
     }
     let op = format!("delete MAC spoof checks of {comment:?} from table bridge {TABLE}");
+    let _writing = super::writers_lock(false)?;
     nfnl::delete(&dels, &op)
 }
 
@@ -420,6 +423,7 @@ pub fn gc(network: &str, valid: &[Attachment]) -> Result<()> {
         .collect();
     let op =
         format!("garbage-collect MAC spoof checks of network {network:?} in table bridge {TABLE}");
+    let _alone = super::writers_lock(true)?;
     let mut attempt = 0;
     loop {
         let mut tx = Tx::new();

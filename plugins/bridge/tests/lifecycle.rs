@@ -1256,6 +1256,63 @@ fn foreign_nftables_tables_are_left_alone() {
 // GC and STATUS (1.1.0)
 // ---------------------------------------------------------------------------
 
+/// GC lists our tables, then deletes the elements of attachments that are
+/// not valid, by key. In between, a DEL frees an address and an ADD of a
+/// valid attachment gets it and adds its element under the same key: GC
+/// must not delete that one. A slow `nft` (its `-f` run, GC's deletion,
+/// waits 1 s) holds GC between its listing and its deletion.
+#[test]
+fn gc_never_deletes_the_element_of_an_address_given_again_meanwhile() {
+    let host = setup("life-gc-race");
+    let mut c = full(&host, "1.1.0");
+    c.as_object_mut().unwrap().remove("macspoofchk");
+    // One address: B gets the one A had.
+    c["ipam"]["rangeStart"] = json!("10.90.0.5");
+    c["ipam"]["rangeEnd"] = json!("10.90.0.5");
+    let flag = host.dir().join("gc-deleting");
+    write_script(
+        &host,
+        "slow-nft/nft",
+        &format!(
+            "#!/bin/sh\n\
+             case \" $* \" in *\" -f \"*) : > {f}; sleep 1;; esac\n\
+             exec /usr/sbin/nft \"$@\"\n",
+            f = flag.display()
+        ),
+    );
+    let slow_path = format!("{}:{DEFAULT_PATH}", host.dir().join("slow-nft").display());
+    let (ca, cb) = (host.container("a"), host.container("b"));
+    let ra = add(&host, &ca, "a", &c);
+    let mut gc_conf = c.clone();
+    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
+    let rb = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            host.run_plugin(
+                &ours(),
+                &[
+                    ("CNI_COMMAND", "GC"),
+                    ("CNI_PATH", REFERENCE_DIR),
+                    ("PATH", &slow_path),
+                ],
+                &gc_conf.to_string(),
+            )
+        });
+        wait_until("GC between its listing and its deletion", || flag.exists());
+        del(&host, Some(ca.path_str()), "a", &with_prev(&c, &ra));
+        let rb = add(&host, &cb, "b", &c);
+        gc.join().expect("GC thread").assert_success();
+        rb
+    });
+    assert_eq!(ip_of(&rb, 0), ip_of(&ra, 0));
+    assert_eq!(
+        nft_elements_with(&host, "/b/").len(),
+        1,
+        "B's masquerade element: {:?}",
+        nft_elements(&host)
+    );
+    check(&host, &cb, "b", &c, &rb).assert_success();
+}
+
 #[test]
 fn gc_releases_unlisted_attachments_and_keeps_listed_ones() {
     let host = setup("life-gc");
