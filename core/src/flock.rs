@@ -45,6 +45,11 @@ pub fn lock(path: &Path, exclusive: bool) -> Result<Lock> {
                 .create(dir)
                 .and_then(|()| open())
         }
+        // A lock file that exists on a read-only /run (or one we may not
+        // write) still takes a lock: flock(2) needs no write access.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {
+            File::open(path).or(Err(e))
+        }
         r => r,
     }
     .map_err(|e| Error::os(format_args!("open {}", path.display()), e))?;

@@ -393,19 +393,28 @@ pub fn del_for(network: &str, att: &Attachment, ips: &[IpAddr]) -> Result<()> {
 /// nor a `prevResult` are known (the netns is gone and the runtime lost its
 /// cache). Lists the table, so it costs more than [`del`].
 ///
-/// Equivalent to `nft -j list table inet nuage`, then [`del`] of the
-/// addresses whose comment names `att`.
+/// The writers' lock is held shared from the listing to the deletion, so
+/// no GC runs in between; and each element goes only if its comment still
+/// names `att` ([`super::del`]): a concurrent DEL of `att` may free the
+/// address meanwhile, and an ADD take it and add its own element.
+///
+/// Equivalent to `nft -j list table inet nuage`, then `nft get element`
+/// and `nft destroy element` of each address whose comment names `att`.
 pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
     if !super::tables_possible() {
         return Ok(());
     }
+    let _writing = super::writers_lock(false)?;
     let comment = attachment_comment(network, att);
     let ips: Vec<IpAddr> = list(Some(network))?
         .into_iter()
         .filter(|m| m.comment.as_deref() == Some(comment.as_str()))
         .map(|m| m.ip)
         .collect();
-    del(network, &ips)
+    if ips.is_empty() {
+        return Ok(());
+    }
+    super::del(network, att, &ips, None).map(drop)
 }
 
 /// Checks that each of `ips` is in its map with `att`'s comment and a jump

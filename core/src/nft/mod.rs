@@ -121,9 +121,24 @@ pub struct AttachmentRules<'a> {
 /// valid container unmasqueraded; and a DEL's deletion made the GC's
 /// fail (ENOENT). One file for the machine: GC is rare and short.
 ///
+/// `None` where the lock file can be neither created nor opened (a
+/// read-only `/run`, no permission): the change then goes ahead unlocked,
+/// with a warning, as before this lock existed, rather than leave a DEL's
+/// elements behind.
+///
 /// Equivalent to: `flock [-s] /run/nuage/nft.lock`
-pub(crate) fn writers_lock(exclusive: bool) -> Result<crate::flock::Lock> {
-    crate::flock::lock(Path::new("/run/nuage/nft.lock"), exclusive)
+pub(crate) fn writers_lock(exclusive: bool) -> Result<Option<crate::flock::Lock>> {
+    let path = Path::new("/run/nuage/nft.lock");
+    match crate::flock::lock(path, exclusive) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+            crate::log::warn(format_args!(
+                "{e}: nftables changes go ahead without it (a GC running at the same time may miss or take an element)"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Adds `rules`: both fast paths in one NETLINK_NETFILTER batch (one

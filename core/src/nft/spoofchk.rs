@@ -287,6 +287,8 @@ pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
     if !super::tables_possible() {
         return Ok(());
     }
+    // Shared from the listing to the deletion: no GC in between.
+    let _writing = super::writers_lock(false)?;
     let comment = attachment_comment(network, att);
     let mut dels = Vec::new();
     for e in list()?
@@ -299,7 +301,6 @@ pub fn del_attachment(network: &str, att: &Attachment) -> Result<()> {
         });
     }
     let op = format!("delete MAC spoof checks of {comment:?} from table bridge {TABLE}");
-    let _writing = super::writers_lock(false)?;
     nfnl::delete(&dels, &op)
 }
 

@@ -180,6 +180,23 @@ fn pin_mac(host: &mut Netlink, br: &mut Link) {
     if kind == sysfs::NET_ADDR_SET {
         return;
     }
+    // One pinner at a time, deciding on what it reads under the lock: an
+    // ADD that read the bridge before another pinned it must not set the
+    // MAC it read, which the other's containers no longer know.
+    let _pinning = match lock_bridge(&format!("{}.pin", br.name), true) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn(format_args!("bridge {}: MAC left as is: {e}", br.name));
+            return;
+        }
+    };
+    let now = host.link_by_index(br.index).ok().flatten();
+    if let Some(now) = &now {
+        br.mac = now.mac;
+    }
+    if sysfs::addr_assign_type(&br.name, br.index) == Some(sysfs::NET_ADDR_SET) {
+        return;
+    }
     // Its own MAC, which containers may have in their ARP caches. Unless
     // zero (the kernel zeroes it when the last port leaves) or the bridge
     // has no port: no container knows its MAC then, and pinning a portless
@@ -524,11 +541,11 @@ pub fn check_links(
     Ok((peer.name, cv.mac.unwrap_or_default()))
 }
 
-/// As the reference: every host-side interface the result records (no
-/// sandbox, neither the bridge nor the container's) must exist under its
-/// name, and one of them must be `peer`, the host end of the container's
-/// veth, with the recorded MAC. So a host end renamed, or given another
-/// MAC, fails CHECK.
+/// As the reference: the host-side interfaces the result records (no
+/// sandbox, neither the bridge nor the container's), in order up to
+/// `peer`, the host end of the container's veth, must exist under their
+/// names, and `peer` must be among them with the recorded MAC. So a host
+/// end renamed, or given another MAC, fails CHECK.
 fn check_recorded_host_end(
     host: &mut Netlink,
     prev: &CniResult,
@@ -536,7 +553,6 @@ fn check_recorded_host_end(
     ifname: &str,
     peer: &Link,
 ) -> Result<()> {
-    let mut found = false;
     for i in prev
         .interfaces
         .iter()
@@ -559,13 +575,10 @@ fn check_recorded_host_end(
                 i.name, i.mac
             )));
         }
-        found = true;
+        return Ok(());
     }
-    if !found {
-        return Err(Error::internal(format!(
-            "prevResult does not record {}, the host end of {ifname}",
-            peer.name
-        )));
-    }
-    Ok(())
+    Err(Error::internal(format!(
+        "prevResult does not record {}, the host end of {ifname}",
+        peer.name
+    )))
 }

@@ -782,6 +782,43 @@ fn del_without_nft_of_a_config_add_refused_succeeds() {
     out.assert_success();
 }
 
+/// A DEL where `/run/nuage` (the lock files) is read-only still removes
+/// the nftables elements: through the lock file opened read-only when it
+/// exists, unlocked (with a warning) when it cannot be had at all.
+#[test]
+fn del_on_a_read_only_run_nuage_still_removes_everything() {
+    let host = setup("life-del-rorun");
+    let c = full(&host, "1.0.0");
+    for (cid, mount) in [
+        // The existing files, read-only.
+        (
+            "rb",
+            "mount --bind /run/nuage /run/nuage; mount -o remount,bind,ro /run/nuage",
+        ),
+        // Nothing there, and nothing can be created.
+        ("rt", "mount -t tmpfs -o ro tmpfs /run/nuage"),
+    ] {
+        let ctr = host.container(cid);
+        let res = add(&host, &ctr, cid, &c);
+        let script = format!("set -e; {mount}; exec \"$1\"");
+        let out = host.run(
+            Path::new("/bin/sh"),
+            &["-c", &script, "sh", ours().to_str().unwrap()],
+            &[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", ctr.path_str()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", REFERENCE_DIR),
+            ],
+            &with_prev(&c, &res).to_string(),
+        );
+        out.assert_success();
+        assert_attachment_gone(&host, cid, &res);
+        assert_eq!(ctr.link_names(), ["lo"]);
+    }
+}
+
 /// DEL collects errors instead of stopping at the first: with a CNI_NETNS
 /// that is not a network namespace it fails (code 8, as the reference),
 /// yet the host-side cleanup, which needs no netns, is done: the lease
@@ -1153,6 +1190,20 @@ fn check_passes_after_add_and_names_what_was_damaged() {
     h.ip(&["link", "set", "renamed0", "up"]);
     let e = err(&check(&host, &ctr, "hostname", &c, &res), 999);
     assert!(e.contains(&veth) && e.contains("not found"), "{e}");
+    // As the reference, host interfaces recorded before the host end must
+    // exist, those after it are not looked at.
+    let (ctr, res) = fresh("hostorder");
+    let gone = json!({"name": "gone0", "mac": "02:00:00:00:00:99"});
+    let mut after = res.clone();
+    after["interfaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(gone.clone());
+    check(&host, &ctr, "hostorder", &c, &after).assert_success();
+    let mut before = res.clone();
+    before["interfaces"].as_array_mut().unwrap().insert(1, gone);
+    let e = err(&check(&host, &ctr, "hostorder", &c, &before), 999);
+    assert!(e.contains("gone0") && e.contains("not found"), "{e}");
 
     // The default route removed (a network with isDefaultGateway).
     let dg = net(
@@ -1256,6 +1307,80 @@ fn foreign_nftables_tables_are_left_alone() {
 // GC and STATUS (1.1.0)
 // ---------------------------------------------------------------------------
 
+/// B (result `rb`, container `cb`) has the address A had, with its own
+/// masquerade element, and passes CHECK.
+#[track_caller]
+fn assert_b_took_over(host: &Host, c: &Value, (ra, rb): (&Value, &Value), cb: &Netns) {
+    assert_eq!(ip_of(rb, 0), ip_of(ra, 0));
+    assert_eq!(
+        nft_elements_with(host, "/b/").len(),
+        1,
+        "B's masquerade element: {:?}",
+        nft_elements(host)
+    );
+    check(host, cb, "b", c, rb).assert_success();
+}
+
+/// The stage of a race between a GC or a DEL held in mid-step by a slow
+/// `nft` ([`slow_nft`]) and an ADD of the address it frees: a 1.1.0
+/// network with `ipMasq` whose range is one address, container A attached
+/// (`ra`), container B not yet, and the config of a GC that keeps B only.
+struct Race {
+    host: Host,
+    c: Value,
+    flag: std::path::PathBuf,
+    slow_path: String,
+    ca: Netns,
+    cb: Netns,
+    ra: Value,
+    gc_conf: Value,
+}
+
+impl Race {
+    fn new(tag: &str, ip: &str, slow_arg: &str, slow_before: bool) -> Race {
+        let host = setup(tag);
+        let mut c = full(&host, "1.1.0");
+        c.as_object_mut().unwrap().remove("macspoofchk");
+        c["ipam"]["rangeStart"] = json!(ip);
+        c["ipam"]["rangeEnd"] = json!(ip);
+        let (flag, slow_path) = slow_nft(&host, slow_arg, slow_before);
+        let (ca, cb) = (host.container("a"), host.container("b"));
+        let ra = add(&host, &ca, "a", &c);
+        let mut gc_conf = c.clone();
+        gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
+        Race {
+            host,
+            c,
+            flag,
+            slow_path,
+            ca,
+            cb,
+            ra,
+            gc_conf,
+        }
+    }
+}
+
+/// A `PATH` whose `nft` waits 1 s in the runs that have the argument
+/// `arg`, before running the real one (`before`) or after it; returns the
+/// flag file it creates when it starts waiting, and the `PATH`.
+fn slow_nft(host: &Host, arg: &str, before: bool) -> (std::path::PathBuf, String) {
+    let flag = host.dir().join(format!("slow-nft{arg}.flag"));
+    let wait = format!(
+        "case \" $* \" in *\" {arg} \"*) : > {}; sleep 1;; esac",
+        flag.display()
+    );
+    let body = if before {
+        format!("#!/bin/sh\n{wait}\nexec /usr/sbin/nft \"$@\"\n")
+    } else {
+        format!("#!/bin/sh\n/usr/sbin/nft \"$@\"; rc=$?\n{wait}\nexit $rc\n")
+    };
+    let dir = format!("slow-nft{arg}");
+    write_script(host, &format!("{dir}/nft"), &body);
+    let path = format!("{}:{DEFAULT_PATH}", host.dir().join(dir).display());
+    (flag, path)
+}
+
 /// GC lists our tables, then deletes the elements of attachments that are
 /// not valid, by key. In between, a DEL frees an address and an ADD of a
 /// valid attachment gets it and adds its element under the same key: GC
@@ -1263,28 +1388,9 @@ fn foreign_nftables_tables_are_left_alone() {
 /// waits 1 s) holds GC between its listing and its deletion.
 #[test]
 fn gc_never_deletes_the_element_of_an_address_given_again_meanwhile() {
-    let host = setup("life-gc-race");
-    let mut c = full(&host, "1.1.0");
-    c.as_object_mut().unwrap().remove("macspoofchk");
-    // One address: B gets the one A had.
-    c["ipam"]["rangeStart"] = json!("10.90.0.5");
-    c["ipam"]["rangeEnd"] = json!("10.90.0.5");
-    let flag = host.dir().join("gc-deleting");
-    write_script(
-        &host,
-        "slow-nft/nft",
-        &format!(
-            "#!/bin/sh\n\
-             case \" $* \" in *\" -f \"*) : > {f}; sleep 1;; esac\n\
-             exec /usr/sbin/nft \"$@\"\n",
-            f = flag.display()
-        ),
-    );
-    let slow_path = format!("{}:{DEFAULT_PATH}", host.dir().join("slow-nft").display());
-    let (ca, cb) = (host.container("a"), host.container("b"));
-    let ra = add(&host, &ca, "a", &c);
-    let mut gc_conf = c.clone();
-    gc_conf["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
+    // GC's deletion is its `nft -f` run.
+    let r = Race::new("life-gc-race", "10.90.0.5", "-f", true);
+    let host = &r.host;
     let rb = std::thread::scope(|s| {
         let gc = s.spawn(|| {
             host.run_plugin(
@@ -1292,25 +1398,60 @@ fn gc_never_deletes_the_element_of_an_address_given_again_meanwhile() {
                 &[
                     ("CNI_COMMAND", "GC"),
                     ("CNI_PATH", REFERENCE_DIR),
-                    ("PATH", &slow_path),
+                    ("PATH", &r.slow_path),
                 ],
-                &gc_conf.to_string(),
+                &r.gc_conf.to_string(),
             )
         });
-        wait_until("GC between its listing and its deletion", || flag.exists());
-        del(&host, Some(ca.path_str()), "a", &with_prev(&c, &ra));
-        let rb = add(&host, &cb, "b", &c);
+        wait_until("GC between its listing and its deletion", || {
+            r.flag.exists()
+        });
+        del(host, Some(r.ca.path_str()), "a", &with_prev(&r.c, &r.ra));
+        let rb = add(host, &r.cb, "b", &r.c);
         gc.join().expect("GC thread").assert_success();
         rb
     });
-    assert_eq!(ip_of(&rb, 0), ip_of(&ra, 0));
-    assert_eq!(
-        nft_elements_with(&host, "/b/").len(),
-        1,
-        "B's masquerade element: {:?}",
-        nft_elements(&host)
-    );
-    check(&host, &cb, "b", &c, &rb).assert_success();
+    assert_b_took_over(host, &r.c, (&r.ra, &rb), &r.cb);
+}
+
+/// A DEL that knows no address (netns gone, no prevResult) finds its
+/// elements in a listing of the table, then deletes them. A GC in between
+/// could free the address and an ADD take it: the DEL must not then
+/// delete the new holder's element. A slow `nft` holds the DEL after its
+/// listing.
+#[test]
+fn del_by_listing_never_deletes_the_element_of_the_next_holder() {
+    // After the DEL's listing (`nft -j list table`).
+    let r = Race::new("life-del-list-race", "10.90.0.6", "list", false);
+    let (host, c, flag, slow_path) = (&r.host, &r.c, &r.flag, &r.slow_path);
+    let (cb, ra, gc_conf) = (&r.cb, &r.ra, &r.gc_conf);
+    let gone = host.dir().join("netns-gone");
+    let rb = std::thread::scope(|s| {
+        let del_a = s.spawn(|| {
+            cni(
+                host,
+                &ours(),
+                "DEL",
+                "a",
+                Some(gone.to_str().unwrap()),
+                c,
+                &[("PATH", slow_path)],
+            )
+        });
+        wait_until("DEL A between its listing and its deletion", || {
+            flag.exists()
+        });
+        let gc = host.run_plugin(
+            &ours(),
+            &[("CNI_COMMAND", "GC"), ("CNI_PATH", REFERENCE_DIR)],
+            &gc_conf.to_string(),
+        );
+        gc.assert_success();
+        let rb = add(host, cb, "b", c);
+        del_a.join().expect("DEL thread").assert_success();
+        rb
+    });
+    assert_b_took_over(host, c, (ra, &rb), cb);
 }
 
 #[test]
