@@ -789,31 +789,14 @@ fn del_without_nft_of_a_config_add_refused_succeeds() {
 fn del_on_a_read_only_run_nuage_still_removes_everything() {
     let host = setup("life-del-rorun");
     let c = full(&host, "1.0.0");
-    for (cid, mount) in [
-        // The existing files, read-only.
-        (
-            "rb",
-            "mount --bind /run/nuage /run/nuage; mount -o remount,bind,ro /run/nuage",
-        ),
-        // Nothing there, and nothing can be created.
-        ("rt", "mount -t tmpfs -o ro tmpfs /run/nuage"),
-    ] {
+    // The existing files, read-only; then nothing there, and nothing can
+    // be created.
+    for (cid, empty) in [("rb", false), ("rt", true)] {
         let ctr = host.container(cid);
         let res = add(&host, &ctr, cid, &c);
-        let script = format!("set -e; {mount}; exec \"$1\"");
-        let out = host.run(
-            Path::new("/bin/sh"),
-            &["-c", &script, "sh", ours().to_str().unwrap()],
-            &[
-                ("CNI_COMMAND", "DEL"),
-                ("CNI_CONTAINERID", cid),
-                ("CNI_NETNS", ctr.path_str()),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", REFERENCE_DIR),
-            ],
-            &with_prev(&c, &res).to_string(),
-        );
-        out.assert_success();
+        let ro = cni::with_read_only_run_nuage(&host, &ours(), empty);
+        let prev = with_prev(&c, &res);
+        cni(&host, &ro, "DEL", cid, Some(ctr.path_str()), &prev, &[]).assert_success();
         assert_attachment_gone(&host, cid, &res);
         assert_eq!(ctr.link_names(), ["lo"]);
     }

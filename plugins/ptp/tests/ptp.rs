@@ -106,16 +106,30 @@ fn a_read_only_proc_sys_does_not_fail_add() {
     for gw in ["10.60.0.1", "fd60::1"] {
         assert!(ctr.ping(gw), "c1 -> {gw}");
     }
-    cni(
-        &host,
-        &ro,
-        "DEL",
-        "c1",
-        Some(ctr.path_str()),
-        &with_prev(&c, &res),
-        &[],
-    )
-    .assert_success();
+    del_ok(&host, &ro, "c1", Some(ctr.path_str()), &with_prev(&c, &res));
+}
+
+/// With `/run/nuage` (the nftables lock file) read-only and empty, ADD and
+/// DEL with `ipMasq` go ahead unlocked: the masquerade element comes and
+/// goes.
+#[test]
+fn a_read_only_run_does_not_fail_masquerade() {
+    let host = setup("ptp-rorun");
+    host.netns().set_sysctl("net.ipv4.ip_forward", "1");
+    let c = conf("1.0.0", json!({"ipMasq": true}));
+    let ro = cni::with_read_only_run_nuage(&host, &ours(), true);
+    let ctr = host.container("c1");
+    let out = cni(&host, &ro, "ADD", "c1", Some(ctr.path_str()), &c, &[]);
+    out.assert_success();
+    assert!(out.stderr.contains("nft.lock"), "{out}");
+    let res = out.expect_json().clone();
+    let elements = || {
+        host.netns()
+            .exec_ok("nft", &["list", "map", "inet", "nuage", "masq4"])
+    };
+    assert!(elements().contains("/c1/eth0"), "{}", elements());
+    del_ok(&host, &ro, "c1", Some(ctr.path_str()), &with_prev(&c, &res));
+    assert!(!elements().contains("/c1/eth0"), "{}", elements());
 }
 
 #[test]

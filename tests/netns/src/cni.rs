@@ -43,12 +43,45 @@ pub fn cni(
 /// is made in the mount namespace of the test's own process tree (see
 /// `exec`), never the machine's.
 pub fn with_read_only_proc_sys(host: &Host, bin: &Path) -> std::path::PathBuf {
+    with_mounts(
+        host,
+        bin,
+        "ro-proc-sys",
+        "mount -o bind,ro /proc/sys /proc/sys",
+    )
+}
+
+/// A wrapper that runs `bin` with `/run/nuage` (our lock files) read-only:
+/// the files there as they are (`empty` false), or none at all.
+pub fn with_read_only_run_nuage(host: &Host, bin: &Path, empty: bool) -> std::path::PathBuf {
+    if empty {
+        with_mounts(
+            host,
+            bin,
+            "ro-run-empty",
+            "mount -t tmpfs -o ro tmpfs /run/nuage",
+        )
+    } else {
+        std::fs::create_dir_all("/run/nuage").unwrap();
+        with_mounts(
+            host,
+            bin,
+            "ro-run",
+            "mount --bind /run/nuage /run/nuage && mount -o remount,bind,ro /run/nuage",
+        )
+    }
+}
+
+/// A wrapper (`<tag>-<bin name>.sh`) that runs the shell commands `mounts`
+/// (in the mount namespace of the test's own process tree, see `exec`,
+/// never the machine's; exit 97 if they fail), then execs `bin`.
+pub fn with_mounts(host: &Host, bin: &Path, tag: &str, mounts: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let name = bin.file_name().unwrap().to_string_lossy();
     let p = host.write_file(
-        &format!("ro-proc-sys-{name}.sh"),
+        &format!("{tag}-{name}.sh"),
         &format!(
-            "#!/bin/sh\nmount -o bind,ro /proc/sys /proc/sys || exit 97\nexec {}\n",
+            "#!/bin/sh\n{{ {mounts}; }} || exit 97\nexec {}\n",
             bin.display()
         ),
     );
