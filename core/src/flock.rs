@@ -56,6 +56,22 @@ pub fn lock(path: &Path, exclusive: bool) -> Result<Lock> {
     lock_file(file, path, exclusive, WAIT).map(Lock)
 }
 
+/// [`lock`] for a lock that guards against a race, not for correctness
+/// alone: where the lock file can be neither created nor opened (a
+/// read-only `/run`, no permission), `None`, with a warning naming `what`
+/// goes ahead unlocked, rather than the operation failing where the
+/// reference's works.
+pub fn lock_or_warn(path: &Path, exclusive: bool, what: &str) -> Result<Option<Lock>> {
+    match lock(path, exclusive) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
+            crate::log::warn(format_args!("{e}: {what} goes ahead without it"));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Locks the open `file` (named `path` in errors), waiting at most `wait`.
 /// Uncontended, one non-blocking `flock`; contended, a thread blocks in
 /// `flock` (the kernel hands the lock over in order, with no polling) while

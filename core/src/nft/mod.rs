@@ -128,17 +128,11 @@ pub struct AttachmentRules<'a> {
 ///
 /// Equivalent to: `flock [-s] /run/nuage/nft.lock`
 pub(crate) fn writers_lock(exclusive: bool) -> Result<Option<crate::flock::Lock>> {
-    let path = Path::new("/run/nuage/nft.lock");
-    match crate::flock::lock(path, exclusive) {
-        Ok(l) => Ok(Some(l)),
-        Err(e) if matches!(e.errno(), Some(libc::EROFS | libc::EACCES | libc::EPERM)) => {
-            crate::log::warn(format_args!(
-                "{e}: nftables changes go ahead without it (a GC running at the same time may miss or take an element)"
-            ));
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    crate::flock::lock_or_warn(
+        Path::new("/run/nuage/nft.lock"),
+        exclusive,
+        "the nftables change (a GC at the same time may miss or take an element)",
+    )
 }
 
 /// Adds `rules`: both fast paths in one NETLINK_NETFILTER batch (one

@@ -183,7 +183,7 @@ fn pin_mac(host: &mut Netlink, br: &mut Link) {
     // One pinner at a time, deciding on what it reads under the lock: an
     // ADD that read the bridge before another pinned it must not set the
     // MAC it read, which the other's containers no longer know.
-    let _pinning = match lock_bridge(&format!("{}.pin", br.name), true) {
+    let _pinning = match nuage_core::flock::lock(&lock_path(&format!("{}.pin", br.name)), true) {
         Ok(l) => l,
         Err(e) => {
             log::warn(format_args!("bridge {}: MAC left as is: {e}", br.name));
@@ -231,10 +231,21 @@ fn del_by_name(name: &str) -> Result<()> {
 /// whole machine (namespaces with bridges of the same name only share the
 /// wait).
 ///
+/// `None` where the lock file can be neither created nor opened (a
+/// read-only `/run`): the ADD or rollback goes ahead, with a warning, as
+/// the reference's does.
+///
 /// Equivalent to: `flock [-s] /run/nuage/bridge/<name>.lock`
-pub fn lock_bridge(name: &str, exclusive: bool) -> Result<nuage_core::flock::Lock> {
-    let path = Path::new("/run/nuage/bridge").join(format!("{name}.lock"));
-    nuage_core::flock::lock(&path, exclusive)
+pub fn lock_bridge(name: &str, exclusive: bool) -> Result<Option<nuage_core::flock::Lock>> {
+    nuage_core::flock::lock_or_warn(
+        &lock_path(name),
+        exclusive,
+        &format!("the ADD (or its rollback) on bridge {name}"),
+    )
+}
+
+fn lock_path(name: &str) -> std::path::PathBuf {
+    Path::new("/run/nuage/bridge").join(format!("{name}.lock"))
 }
 
 /// Rollback of a bridge this ADD created: deleted unless another ADD has

@@ -782,19 +782,30 @@ fn del_without_nft_of_a_config_add_refused_succeeds() {
     out.assert_success();
 }
 
-/// A DEL where `/run/nuage` (the lock files) is read-only still removes
-/// the nftables elements: through the lock file opened read-only when it
-/// exists, unlocked (with a warning) when it cannot be had at all.
+/// A read-only `/run/nuage` (the lock files) fails neither ADD nor DEL,
+/// as it fails neither of the reference's: the lock files are opened
+/// read-only when they exist; when they cannot be had at all, the
+/// operation goes ahead unlocked, with a warning, and DEL still removes
+/// the nftables elements.
 #[test]
-fn del_on_a_read_only_run_nuage_still_removes_everything() {
-    let host = setup("life-del-rorun");
+fn a_read_only_run_nuage_fails_neither_add_nor_del() {
+    let host = setup("life-rorun");
     let c = full(&host, "1.0.0");
     // The existing files, read-only; then nothing there, and nothing can
-    // be created.
+    // be created (ADD too).
     for (cid, empty) in [("rb", false), ("rt", true)] {
         let ctr = host.container(cid);
-        let res = add(&host, &ctr, cid, &c);
         let ro = cni::with_read_only_run_nuage(&host, &ours(), empty);
+        let res = if empty {
+            let out = cni(&host, &ro, "ADD", cid, Some(ctr.path_str()), &c, &[]);
+            out.assert_success();
+            assert!(out.stderr.contains("without it"), "{out}");
+            let res = out.expect_json().clone();
+            assert_attachment_present(&host, cid, &res);
+            res
+        } else {
+            add(&host, &ctr, cid, &c)
+        };
         let prev = with_prev(&c, &res);
         cni(&host, &ro, "DEL", cid, Some(ctr.path_str()), &prev, &[]).assert_success();
         assert_attachment_gone(&host, cid, &res);
