@@ -190,8 +190,7 @@ fn pin_mac(host: &mut Netlink, br: &mut Link) {
             return;
         }
     };
-    let now = host.link_by_index(br.index).ok().flatten();
-    if let Some(now) = &now {
+    if let Ok(Some(now)) = host.link_by_index(br.index) {
         br.mac = now.mac;
     }
     if sysfs::addr_assign_type(&br.name, br.index) == Some(sysfs::NET_ADDR_SET) {
@@ -233,7 +232,7 @@ fn del_by_name(name: &str) -> Result<()> {
 ///
 /// `None` where the lock file can be neither created nor opened (a
 /// read-only `/run`): the ADD or rollback goes ahead, with a warning, as
-/// the reference's does.
+/// the reference's (which takes no such lock) does.
 ///
 /// Equivalent to: `flock [-s] /run/nuage/bridge/<name>.lock`
 pub fn lock_bridge(name: &str, exclusive: bool) -> Result<Option<nuage_core::flock::Lock>> {
