@@ -132,12 +132,12 @@ impl Index {
         Ok(idx)
     }
 
-    /// The fingerprint recorded in the header (empty when none is valid).
     /// Attachments in the table.
     pub fn attachments(&self) -> u64 {
         self.live
     }
 
+    /// The fingerprint recorded in the header (empty when none is valid).
     pub fn recorded(&self) -> &str {
         &self.recorded
     }
