@@ -442,24 +442,34 @@ impl Netlink {
         }
     }
 
-    /// DEL of what a plugin created: [`Netlink::del_link_named`], but only
-    /// if the link is of `kind` (`veth`, `macvlan`). Another kind under that
-    /// name (`lo`, another plugin's interface after a wrong `CNI_IFNAME`) is
-    /// not this plugin's to delete: it is left, with a warning, and DEL
-    /// goes on.
+    /// The link named `name` if it is of `kind` (`veth`, `macvlan`): what a
+    /// DEL may read and delete. Another kind under that name (`lo`, another
+    /// plugin's interface after a wrong `CNI_IFNAME`) is not this plugin's:
+    /// `None`, with a warning, and DEL goes on.
     ///
-    /// Equivalent to: `ip link del dev <name> type <kind>`
-    pub fn del_own_link_named(&mut self, name: &str, kind: &str) -> Result<bool> {
+    /// Equivalent to: `ip link show dev <name> type <kind>`
+    pub fn own_link_named(&mut self, name: &str, kind: &str) -> Result<Option<Link>> {
         let Some(l) = self.link_by_name(name)? else {
-            return Ok(false);
+            return Ok(None);
         };
         if l.kind.as_deref() != Some(kind) {
             crate::log::warn(format_args!(
                 "{name} is a {} link, not the {kind} this plugin creates: left as is",
                 l.kind.as_deref().unwrap_or("physical")
             ));
-            return Ok(false);
+            return Ok(None);
         }
+        Ok(Some(l))
+    }
+
+    /// DEL of what a plugin created: [`Netlink::del_link_named`], but only
+    /// of a link of `kind` ([`Netlink::own_link_named`]).
+    ///
+    /// Equivalent to: `ip link del dev <name> type <kind>`
+    pub fn del_own_link_named(&mut self, name: &str, kind: &str) -> Result<bool> {
+        let Some(l) = self.own_link_named(name, kind)? else {
+            return Ok(false);
+        };
         match self.del_link(l.index) {
             Err(e) if e.is_not_found() => Ok(false),
             r => r.map(|()| true),

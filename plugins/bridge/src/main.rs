@@ -179,19 +179,10 @@ impl Plugin for Bridge {
         let mut addrs_unknown = false;
         if let Some(ns) = errs.collect(a.open_netns_for_del()).flatten() {
             errs.collect(Netlink::in_netns(&ns).and_then(|mut ctr| {
-                let Some(l) = ctr.link_by_name(&a.ifname)? else {
+                // Only our veth is ours to read and delete.
+                let Some(l) = ctr.own_link_named(&a.ifname, "veth")? else {
                     return Ok(());
                 };
-                // Not our veth (`lo`, another plugin's interface under a
-                // wrong CNI_IFNAME): not ours to read or delete.
-                if l.kind.as_deref() != Some("veth") {
-                    log::warn(format_args!(
-                        "DEL: {} is a {} link, not the veth bridge creates: left as is",
-                        a.ifname,
-                        l.kind.as_deref().unwrap_or("physical")
-                    ));
-                    return Ok(());
-                }
                 // Read only what the firewall cleanup below needs; a failed
                 // read does not keep the veth from being deleted.
                 if conf.br.ip_masq {
