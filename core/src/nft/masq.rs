@@ -385,7 +385,7 @@ pub fn del_for(network: &str, att: &Attachment, ips: &[IpAddr]) -> Result<()> {
     if ips.is_empty() {
         return del_attachment(network, att);
     }
-    super::del(network, att, &ips, None).map(drop)
+    super::del_locked(network, att, &ips, None).map(drop)
 }
 
 /// Stops masquerading for whatever `att` has on `network`, found by the

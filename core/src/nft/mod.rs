@@ -217,14 +217,25 @@ pub fn del(
     ips: &[IpAddr],
     spoof: Option<(&str, &[[u8; 6]])>,
 ) -> Result<SpoofDel> {
+    if ips.is_empty() && spoof.is_none() {
+        return Ok(SpoofDel::default());
+    }
+    let _writing = writers_lock(false)?;
+    del_locked(network, att, ips, spoof)
+}
+
+/// [`del`], by a caller that holds [`writers_lock`] (and read what to
+/// delete under it).
+pub(crate) fn del_locked(
+    network: &str,
+    att: &Attachment,
+    ips: &[IpAddr],
+    spoof: Option<(&str, &[[u8; 6]])>,
+) -> Result<SpoofDel> {
     let mut checked = masq::dels(ips);
     if let Some((port, macs)) = spoof {
         checked.extend(spoofchk::dels(port, macs)?);
     }
-    if checked.is_empty() {
-        return Ok(SpoofDel::default());
-    }
-    let _writing = writers_lock(false)?;
     let op = format!("delete netfilter rules of network {network:?} (masquerade, spoof check)");
     let comment = attachment_comment(network, att);
     let (foreign, absent) = nfnl::delete_commented(&checked, &comment, &op)?;
