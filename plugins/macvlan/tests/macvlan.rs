@@ -948,17 +948,7 @@ fn del_leaves_a_link_it_did_not_create() {
         "link", "add", "eth1", "type", "veth", "peer", "name", "eth2",
     ]);
     let c = conf("1.0.0", json!({}));
-    let out = cni(
-        &host,
-        &ours(),
-        "DEL",
-        "c1",
-        Some(ctr.path_str()),
-        &c,
-        &[("CNI_IFNAME", "eth1")],
-    );
-    out.assert_success();
-    assert!(ctr.link("eth1").is_some(), "{out}");
+    cni::del_leaves_foreign_link(&host, &ours(), &ctr, &c, "eth1");
 }
 
 /// With `/proc/sys` read-only, a dual-stack ADD works where the settings

@@ -71,17 +71,7 @@ fn del_leaves_a_link_it_did_not_create() {
     let ctr = host.container("c1");
     ctr.set_lo_up();
     let c = conf("1.0.0", json!({}));
-    let out = cni(
-        &host,
-        &ours(),
-        "DEL",
-        "c1",
-        Some(ctr.path_str()),
-        &c,
-        &[("CNI_IFNAME", "lo")],
-    );
-    out.assert_success();
-    assert!(ctr.link_is_up("lo"));
+    cni::del_leaves_foreign_link(&host, &ours(), &ctr, &c, "lo");
 }
 
 /// With `/proc/sys` read-only (systemd's `ProtectKernelTunables`), a

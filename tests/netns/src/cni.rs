@@ -38,6 +38,25 @@ pub fn cni(
     host.run_plugin(bin, &env, conf)
 }
 
+/// DEL of `bin` (`conf`) with `CNI_IFNAME` naming `ifname`, a link of `ns`
+/// the plugin did not create (`lo`, another plugin's interface): it must
+/// succeed and leave the link as it was, up or down.
+#[track_caller]
+pub fn del_leaves_foreign_link(host: &Host, bin: &Path, ns: &Netns, conf: &str, ifname: &str) {
+    let up = ns.link_is_up(ifname);
+    let out = cni(
+        host,
+        bin,
+        "DEL",
+        "c1",
+        Some(ns.path_str()),
+        conf,
+        &[("CNI_IFNAME", ifname)],
+    );
+    out.assert_success();
+    assert_eq!(ns.link_is_up(ifname), up, "{ifname} changed:\n{out}");
+}
+
 /// A wrapper that runs `bin` with `/proc/sys` read-only, as systemd's
 /// `ProtectKernelTunables` or an unprivileged container has it. The mount
 /// is made in the mount namespace of the test's own process tree (see
