@@ -180,8 +180,9 @@ impl Conf {
         })?;
         // The reference's bounds, and the kernel's floor (68, IPv4's minimum;
         // below it the kernel's EINVAL reads like a bad master).
-        if self.mtu < 0 || self.mtu > i64::from(master.mtu) || (1..68).contains(&self.mtu) {
-            let bounds = if (1..68).contains(&self.mtu) {
+        let below_ipv4 = (1..68).contains(&self.mtu);
+        if self.mtu < 0 || self.mtu > i64::from(master.mtu) || below_ipv4 {
+            let bounds = if below_ipv4 {
                 "must be 0 or at least 68, IPv4's minimum".to_string()
             } else {
                 format!("must be [0, master MTU({})]", master.mtu)
